@@ -1,0 +1,1 @@
+"""seg_jax: semantic segmentation on Cityscapes with JAX and Flax."""

@@ -1,0 +1,13 @@
+"""Exceptions for problems a user can fix; ``main`` prints their message without a traceback."""
+
+
+class SegJaxError(Exception):
+    """Base class: the message says what was wrong and what to do about it."""
+
+
+class ConfigError(SegJaxError, ValueError):
+    """A config value that seg_jax cannot honour."""
+
+
+class ShapeError(SegJaxError, ValueError):
+    """An input whose shape a model or function cannot take."""

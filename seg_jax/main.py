@@ -1,0 +1,52 @@
+"""Command-line entry point: ``python -m seg_jax.main --config configs/NAME.py --mode MODE``."""
+
+import json
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from seg_jax.errors import SegJaxError
+from seg_jax.summary import model_summary
+
+MODES = ('train', 'eval', 'predict', 'benchmark', 'summary')
+AVAILABLE = {'summary': lambda config, workdir: print(json.dumps(model_summary(config)))}
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Path to a config file with get_config(); override fields with '
+    '--config.model.output_stride=16 and the like.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs and reports.')
+_MODE = flags.DEFINE_enum('mode', 'train', MODES, 'What to do with the configured model.')
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a one-line error for a ``--config.`` override of a field the
+    config does not have (ml_collections raises a bare AttributeError from deep inside)."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        sys.exit(f'error: {error}\nPass --helpfull to see the flags.')
+    except (AttributeError, KeyError) as error:
+        detail = error
+        while isinstance(detail, Exception) and detail.args:
+            detail = detail.args[0]
+        sys.exit(f'error: a --config override names a field the config does not have: {detail}\n'
+                 'Configs are locked so that a misspelt override is not silently ignored; '
+                 'configs/default.py lists every field.')
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+    if _MODE.value not in AVAILABLE:
+        raise app.UsageError(f'--mode {_MODE.value} is not available yet in this version of '
+                             f'seg_jax; available: {", ".join(sorted(AVAILABLE))}.')
+    try:
+        AVAILABLE[_MODE.value](_CONFIG.value, _WORKDIR.value)
+    except SegJaxError as error:
+        sys.exit(f'error: {error}')
+
+
+if __name__ == '__main__':
+    flags.mark_flag_as_required('config')
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,131 @@
+"""The model registry: ``build_model(config.model)`` is the only place that maps names to modules.
+
+Every model is a Flax Linen module called as ``model.apply(variables, images, train=...)`` on
+NHWC float images and returns ``{'out': logits}`` (float32, N x H x W x num_classes, at the
+input size), plus ``'aux'`` logits in training mode for models with an auxiliary head.
+"""
+
+from typing import Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from seg_jax.errors import ConfigError
+from seg_jax.models.aspp import ResNetASPP
+from seg_jax.models.deeplab import DeepLabV3
+from seg_jax.models.fcn import FCN, ResNetDeconv
+from seg_jax.models.layers import kernel_initializer
+from seg_jax.models.resnet import ResNet
+from seg_jax.models.unet import UNet
+from seg_jax.models.vgg import VGG16BN
+
+COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    'resnet18': lambda **kw: ResNet(depth=18, **kw),
+    'resnet34': lambda **kw: ResNet(depth=34, **kw),
+    'resnet50': lambda **kw: ResNet(depth=50, **kw),
+    'resnet101': lambda **kw: ResNet(depth=101, **kw),
+    'vgg16_bn': lambda **kw: VGG16BN(**kw),
+}
+
+
+def _common(config: ml_collections.ConfigDict) -> dict:
+    """Arguments every network takes, validated."""
+    if config.compute_dtype not in COMPUTE_DTYPES:
+        raise ConfigError(f'config.model.compute_dtype={config.compute_dtype!r} is not known; '
+                          f'use one of {sorted(COMPUTE_DTYPES)}. Parameters stay float32.')
+    kernel_initializer(config.init)  # raises on an unknown name
+    if config.num_classes < 1:
+        raise ConfigError(f'config.model.num_classes={config.num_classes} must be positive.')
+    if config.width <= 0:
+        raise ConfigError(f'config.model.width={config.width} must be positive (1.0 is the '
+                          'published network; smaller values make every layer narrower).')
+    return dict(num_classes=config.num_classes, width=config.width, initializer=config.init,
+                dtype=COMPUTE_DTYPES[config.compute_dtype])
+
+
+def _backbone(config: ml_collections.ConfigDict, output_stride: int) -> nn.Module:
+    if config.backbone not in BACKBONES:
+        raise ConfigError(f'config.model.backbone={config.backbone!r} is not known for '
+                          f'{config.name}; use one of {sorted(BACKBONES)}.')
+    common = _common(config)
+    return BACKBONES[config.backbone](output_stride=output_stride, width=common['width'],
+                                      initializer=common['initializer'], dtype=common['dtype'])
+
+
+def _require(config: ml_collections.ConfigDict, field: str, allowed: tuple, why: str) -> None:
+    """Rejects a config value the chosen network cannot honour, instead of ignoring it."""
+    if config[field] not in allowed:
+        raise ConfigError(f'config.model.{field}={config[field]!r} does not apply to '
+                          f'{config.name}: {why}. Leave config.model.{field} at '
+                          f'{allowed[0]!r} for {config.name}.')
+
+
+def _fixed_architecture(config: ml_collections.ConfigDict, output_stride: int) -> None:
+    """Checks for networks with no backbone, a fixed output stride and no extra heads."""
+    _require(config, 'backbone', (None,), 'it has no backbone')
+    _require(config, 'output_stride', (output_stride,),
+             f'its output stride is fixed at {output_stride}')
+    _require(config, 'aux_head', (False,), 'only deeplabv3 has an auxiliary head')
+    _require(config, 'dual_aspp', (False,), 'only resnet_aspp has a layer3 ASPP')
+
+
+def _fcn(config: ml_collections.ConfigDict) -> nn.Module:
+    _fixed_architecture(config, FCN.output_stride)
+    _require(config, 'aspp_dropout', (0.0,), 'it has no ASPP')
+    return FCN(**_common(config))
+
+
+def _unet(config: ml_collections.ConfigDict) -> nn.Module:
+    _fixed_architecture(config, UNet.output_stride)
+    _require(config, 'aspp_dropout', (0.0,), 'it has no ASPP (use unet_aspp)')
+    return UNet(**_common(config))
+
+
+def _unet_aspp(config: ml_collections.ConfigDict) -> nn.Module:
+    _fixed_architecture(config, UNet.output_stride)
+    return UNet(aspp=True, aspp_dropout=config.aspp_dropout, **_common(config))
+
+
+def _resnet_deconv(config: ml_collections.ConfigDict) -> nn.Module:
+    _require(config, 'output_stride', (ResNetDeconv.output_stride,),
+             'five x2 transposed convs undo exactly an output stride of 32')
+    _require(config, 'aux_head', (False,), 'only deeplabv3 has an auxiliary head')
+    _require(config, 'dual_aspp', (False,), 'only resnet_aspp has a layer3 ASPP')
+    _require(config, 'aspp_dropout', (0.0,), 'it has no ASPP')
+    return ResNetDeconv(_backbone(config, 32), **_common(config))
+
+
+def _resnet_aspp(config: ml_collections.ConfigDict) -> nn.Module:
+    _require(config, 'aux_head', (False,), 'only deeplabv3 has an auxiliary head')
+    return ResNetASPP(_backbone(config, config.output_stride), output_stride=config.output_stride,
+                      dual=config.dual_aspp, aspp_dropout=config.aspp_dropout, **_common(config))
+
+
+def _deeplabv3(config: ml_collections.ConfigDict) -> nn.Module:
+    _require(config, 'dual_aspp', (False,), 'only resnet_aspp has a layer3 ASPP')
+    _require(config, 'aspp_dropout', (0.0,),
+             "DeepLabv3's head has its own fixed dropout (0.5 after the ASPP projection)")
+    return DeepLabV3(_backbone(config, config.output_stride), output_stride=config.output_stride,
+                     aux_head=config.aux_head, **_common(config))
+
+
+MODELS: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {
+    'fcn': _fcn,
+    'unet': _unet,
+    'unet_aspp': _unet_aspp,
+    'resnet_deconv': _resnet_deconv,
+    'resnet_aspp': _resnet_aspp,
+    'deeplabv3': _deeplabv3,
+}
+
+
+def build_model(config: ml_collections.ConfigDict) -> nn.Module:
+    """Builds the network that ``config`` (the ``config.model`` section) describes."""
+    if config.name not in MODELS:
+        raise ConfigError(f'config.model.name={config.name!r} is not a known model; use one of '
+                          f'{sorted(MODELS)}.')
+    return MODELS[config.name](config)
+

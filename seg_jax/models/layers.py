@@ -1,0 +1,144 @@
+"""Building blocks shared by every network: convolutions with torch-style padding, BN, resizing.
+
+Convolutions pad explicitly (``dilation * (k - 1) // 2`` on each side) rather than with
+``'SAME'``: for a stride-2 conv on an even input, ``'SAME'`` pads (0, 1) while PyTorch pads (1, 1),
+and the torchvision weights that later load into these layers were trained with PyTorch's padding.
+
+Blocks that mirror a torchvision ``nn.Sequential`` name their children ``'0'``, ``'1'``, ... so
+that a torchvision state-dict key such as ``layer1.0.downsample.1.running_mean`` maps to the Flax
+path ``layer1/0/downsample/1/mean`` by rule, not by a hand-written table.
+"""
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from seg_jax.errors import ConfigError, ShapeError
+
+Dtype = Any
+Initializer = Callable[..., jax.Array]
+
+INITIALIZERS: dict[str, Initializer] = {
+    # Glorot/Xavier uniform, as the course project: Var = 2 / (fan_in + fan_out).
+    'xavier': nn.initializers.xavier_uniform(),
+    # Kaiming normal on fan-out, as torchvision initialises its ResNets and DeepLab heads.
+    'kaiming': nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
+}
+
+
+def kernel_initializer(name: str) -> Initializer:
+    """Returns the conv-kernel initialiser selected by ``config.model.init``."""
+    if name not in INITIALIZERS:
+        raise ConfigError(
+            f'config.model.init={name!r} is not known; use one of {sorted(INITIALIZERS)}.')
+    return INITIALIZERS[name]
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channel count scaled by ``config.model.width`` (1.0 = the published network)."""
+    return max(1, int(round(channels * width)))
+
+
+def conv(features: int, kernel_size: int, *, strides: int = 1, dilation: int = 1,
+         use_bias: bool = False, initializer: str = 'xavier', dtype: Dtype = jnp.float32,
+         name: str | None = None) -> nn.Conv:
+    """A square conv padded like PyTorch's ``nn.Conv2d(padding=dilation * (k - 1) // 2)``."""
+    pad = dilation * (kernel_size - 1) // 2
+    return nn.Conv(features, (kernel_size, kernel_size), strides=(strides, strides),
+                   padding=((pad, pad), (pad, pad)), kernel_dilation=(dilation, dilation),
+                   use_bias=use_bias, kernel_init=kernel_initializer(initializer), dtype=dtype,
+                   param_dtype=jnp.float32, name=name)
+
+
+def batch_norm(train: bool, dtype: Dtype = jnp.float32, name: str | None = None) -> nn.BatchNorm:
+    """BatchNorm with PyTorch's defaults (momentum 0.1 there is 0.9 here, eps 1e-5).
+
+    Under ``jax.jit`` on a data-sharded global batch the statistics are those of the whole
+    global batch, i.e. synchronised BatchNorm, with no extra code.
+    """
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                        dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+class ConvBN(nn.Module):
+    """conv -> BN (-> ReLU), children named like torchvision's ``Sequential(conv, bn, relu)``.
+
+    ``first_index`` shifts the names for Sequentials that start with a parameter-free layer
+    (torchvision's ASPP pooling branch is ``Sequential(pool, conv, bn, relu)``: conv is ``'1'``).
+    ``transposed`` makes the conv a 3x3 stride-2 transposed conv that exactly doubles the size,
+    as PyTorch's ``ConvTranspose2d(k=3, s=2, padding=1, output_padding=1)``.
+    """
+    features: int
+    kernel_size: int = 3
+    strides: int = 1
+    dilation: int = 1
+    relu: bool = True
+    use_bias: bool = False
+    transposed: bool = False
+    first_index: int = 0
+    initializer: str = 'xavier'
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        conv_name, bn_name = str(self.first_index), str(self.first_index + 1)
+        if self.transposed:
+            x = nn.ConvTranspose(self.features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
+                                 use_bias=self.use_bias,
+                                 kernel_init=kernel_initializer(self.initializer), dtype=self.dtype,
+                                 param_dtype=jnp.float32, name=conv_name)(x)
+        else:
+            x = conv(self.features, self.kernel_size, strides=self.strides,
+                     dilation=self.dilation, use_bias=self.use_bias, initializer=self.initializer,
+                     dtype=self.dtype, name=conv_name)(x)
+        x = batch_norm(train, self.dtype, name=bn_name)(x)
+        return nn.relu(x) if self.relu else x
+
+
+def _interpolation_taps(in_size: int, out_size: int, align_corners: bool):
+    """Source indices (low, high) and the weight of ``high`` for 1-D linear resampling."""
+    out = jnp.arange(out_size, dtype=jnp.float32)
+    if align_corners:
+        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+        src = out * scale
+    else:
+        # Half-pixel centres, clamped at the border like PyTorch's align_corners=False.
+        src = jnp.maximum((out + 0.5) * (in_size / out_size) - 0.5, 0.0)
+    low = jnp.minimum(jnp.floor(src).astype(jnp.int32), in_size - 1)
+    high = jnp.minimum(low + 1, in_size - 1)
+    return low, high, src - low
+
+
+def resize_bilinear(x: jax.Array, size: Sequence[int], align_corners: bool = False) -> jax.Array:
+    """Bilinear resize of an NHWC array to ``size`` = (height, width), PyTorch semantics.
+
+    ``jax.image.resize`` only offers half-pixel sampling (and antialiases when shrinking); the
+    course U-Net upsamples with ``align_corners=True``, so both conventions are implemented here
+    as two separable two-tap gathers, which is also cheaper than a dense interpolation matrix.
+    """
+    for axis, out_size in zip((1, 2), size):
+        in_size = x.shape[axis]
+        if in_size == out_size:
+            continue
+        low, high, frac = _interpolation_taps(in_size, out_size, align_corners)
+        shape = [1, 1, 1, 1]
+        shape[axis] = out_size
+        frac = frac.reshape(shape).astype(x.dtype)
+        x = jnp.take(x, low, axis=axis) * (1 - frac) + jnp.take(x, high, axis=axis) * frac
+    return x
+
+
+def check_input(x: jax.Array, multiple: int, model: str) -> None:
+    """Raises a clear error unless ``x`` is NHWC with H and W multiples of ``multiple``."""
+    if x.ndim != 4:
+        raise ShapeError(f'{model} expects NHWC images (batch, height, width, channels); '
+                         f'got an array of shape {x.shape}. Add a batch axis with x[None].')
+    height, width = x.shape[1:3]
+    if height % multiple or width % multiple:
+        fix = tuple(-(-s // multiple) * multiple for s in (height, width))
+        raise ShapeError(
+            f'{model} needs height and width divisible by its output stride {multiple} to '
+            f'return logits at the input size; got {height}x{width}. Pad or crop the input '
+            f'to a multiple of {multiple}, e.g. {fix[0]}x{fix[1]}.')

@@ -1,0 +1,98 @@
+"""The command line: ``--mode summary`` on every config, locked configs, clear errors."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CONFIG_NAMES, REPO, load_config
+
+
+def run_main(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-m', 'seg_jax.main', *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def readme_zoo() -> dict[str, tuple[int, float]]:
+    """config name -> (parameters, GFLOPs per image) from the README's model-zoo table."""
+    rows = re.findall(r'^\| `configs/(\w+)\.py` \|.*?\| ([\d,]+) \| ([\d.]+) \|',
+                      (REPO / 'README.md').read_text(), flags=re.MULTILINE)
+    return {name: (int(params.replace(',', '')), float(gflops)) for name, params, gflops in rows}
+
+
+@pytest.fixture(scope='module')
+def summaries(tmp_path_factory) -> dict[str, dict]:
+    """``--mode summary`` of every config, run from a folder outside the repository."""
+    cwd = tmp_path_factory.mktemp('elsewhere')
+    results = {}
+    for name in CONFIG_NAMES:
+        result = run_main('--config', str(REPO / 'configs' / f'{name}.py'), '--mode', 'summary',
+                          cwd=cwd)
+        assert result.returncode == 0, result.stderr
+        results[name] = json.loads(result.stdout)  # stdout is exactly one JSON object
+    return results
+
+
+@pytest.mark.parametrize('name', CONFIG_NAMES)
+def test_summary_reports_the_configured_model(summaries, name):
+    summary = summaries[name]
+    config = load_config(name)
+    height, width = config.data.crop_size
+    assert summary['model'] == config.model.name
+    assert summary['backbone'] == config.model.backbone
+    assert summary['input_shape'] == [1, height, width, 3]
+    assert summary['output_shape'] == [1, height, width, 19]
+    assert summary['output_stride'] == config.model.output_stride
+    assert summary['compute_dtype'] == 'float32'
+    assert summary['parameters'] > 1_000_000 and summary['flops_per_image'] > 1e9
+
+
+def test_readme_zoo_table_matches_the_summaries(summaries):
+    table = readme_zoo()
+    assert set(table) == set(CONFIG_NAMES)
+    for name, (parameters, gflops) in table.items():
+        assert parameters == summaries[name]['parameters'], name
+        assert gflops == round(summaries[name]['flops_per_image'] / 1e9, 1), name
+
+
+def test_summary_follows_overrides(tmp_path):
+    result = run_main('--config', str(REPO / 'configs' / 'resnet_aspp.py'), '--mode', 'summary',
+                      '--config.model.output_stride=16', '--config.model.backbone=resnet18',
+                      '--config.data.crop_size=(256, 512)', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary['backbone'] == 'resnet18' and summary['output_stride'] == 16
+    assert summary['output_shape'] == [1, 256, 512, 19]
+
+
+def test_misspelt_override_is_rejected_with_a_suggestion(tmp_path):
+    result = run_main('--config', str(REPO / 'configs' / 'fcn.py'), '--mode', 'summary',
+                      '--config.model.outptu_stride=16', cwd=tmp_path)
+    assert result.returncode != 0
+    assert 'does not have' in result.stderr and 'output_stride' in result.stderr
+    assert 'Traceback' not in result.stderr
+
+
+def test_invalid_value_is_a_one_line_error(tmp_path):
+    result = run_main('--config', str(REPO / 'configs' / 'fcn.py'), '--mode', 'summary',
+                      '--config.data.crop_size=(100, 200)', cwd=tmp_path)
+    assert result.returncode != 0
+    assert 'divisible by its output stride 32' in result.stderr
+    assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval', 'predict', 'benchmark'])
+def test_modes_of_later_issues_say_they_are_not_available(tmp_path, mode):
+    result = run_main('--config', str(REPO / 'configs' / 'fcn.py'), '--mode', mode, cwd=tmp_path)
+    assert result.returncode != 0
+    assert f'--mode {mode} is not available yet' in result.stderr
+
+
+def test_configs_are_locked():
+    config = load_config('deeplabv3_r50')
+    with pytest.raises(AttributeError):
+        config.model.outptu_stride = 16
+    with pytest.raises(AttributeError):
+        config.bogus = 1

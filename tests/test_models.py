@@ -1,0 +1,162 @@
+"""Every network of the zoo on tiny inputs: shapes, gradients, BN and dropout modes, errors."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import CONFIG_NAMES, load_config
+from seg_jax.errors import ConfigError, ShapeError
+from seg_jax.models import build_model
+
+BATCH, HEIGHT, WIDTH, CLASSES = 2, 64, 128, 19
+
+
+def tiny_model(name: str, **overrides) -> nn.Module:
+    """The network of ``configs/<name>.py`` at 1/8 width."""
+    config = load_config(name)
+    config.model.width = 0.125
+    for field, value in overrides.items():
+        config.model[field] = value
+    return build_model(config.model)
+
+
+def images(seed: int = 0) -> jax.Array:
+    return jax.random.normal(jax.random.key(seed), (BATCH, HEIGHT, WIDTH, 3))
+
+
+def init(model: nn.Module, x: jax.Array):
+    return model.init(jax.random.key(1), x, train=False)
+
+
+@pytest.mark.parametrize('name', CONFIG_NAMES)
+def test_train_step_shapes_gradients_and_batch_stats(name):
+    model = tiny_model(name)
+    x = images()
+    variables = init(model, x)
+    probe = jax.random.normal(jax.random.key(2), (BATCH, HEIGHT, WIDTH, CLASSES))
+
+    @jax.jit
+    def loss_and_grads(params, batch_stats):
+        def loss_fn(params):
+            outputs, updates = model.apply(
+                {'params': params, 'batch_stats': batch_stats}, x, train=True,
+                mutable=['batch_stats'], rngs={'dropout': jax.random.key(3)})
+            # A random projection of every output, so no parameter can cancel out.
+            loss = sum(jnp.sum(out * probe) for out in outputs.values())
+            return loss, (outputs, updates['batch_stats'])
+        return jax.grad(loss_fn, has_aux=True)(params)
+
+    grads, (outputs, new_stats) = loss_and_grads(variables['params'], variables['batch_stats'])
+    assert outputs['out'].shape == (BATCH, HEIGHT, WIDTH, CLASSES)
+    assert outputs['out'].dtype == jnp.float32
+    expected_keys = {'out', 'aux'} if name == 'deeplabv3_r50' else {'out'}
+    assert set(outputs) == expected_keys
+    for path, grad in jax.tree_util.tree_leaves_with_path(grads):
+        assert np.all(np.isfinite(grad)), jax.tree_util.keystr(path)
+        assert np.abs(grad).max() > 0, f'no gradient reaches {jax.tree_util.keystr(path)}'
+    # Training mode moves every BN running statistic towards the batch statistics...
+    old_stats = jax.tree_util.tree_leaves_with_path(variables['batch_stats'])
+    for (path, old), new in zip(old_stats, jax.tree_util.tree_leaves(new_stats), strict=True):
+        assert not np.allclose(old, new), f'{jax.tree_util.keystr(path)} did not update'
+    # ...evaluation mode leaves them alone and returns only the main logits.
+    eval_outputs, eval_updates = model.apply(variables, x, train=False, mutable=['batch_stats'])
+    assert set(eval_outputs) == {'out'}
+    jax.tree_util.tree_map(np.testing.assert_array_equal, eval_updates['batch_stats'],
+                           variables['batch_stats'])
+
+
+def test_dropout_acts_in_training_mode_only():
+    model = tiny_model('deeplabv3_r50')
+    x = images()
+    variables = init(model, x)
+
+    def train_logits(seed):
+        outputs, _ = model.apply(variables, x, train=True, mutable=['batch_stats'],
+                                 rngs={'dropout': jax.random.key(seed)})
+        return outputs['out']
+
+    assert not np.allclose(train_logits(0), train_logits(1))
+    np.testing.assert_array_equal(train_logits(0), train_logits(0))
+    # Evaluation needs no dropout key and is deterministic.
+    first = model.apply(variables, x, train=False)['out']
+    np.testing.assert_array_equal(first, model.apply(variables, x, train=False)['out'])
+
+
+def test_aspp_classifier_outputs_negative_logits():
+    model = tiny_model('resnet_aspp')
+    x = images()
+    logits = model.apply(init(model, x), x, train=False)['out']
+    assert float(logits.min()) < 0 < float(logits.max())
+    unet_model = tiny_model('unet_aspp')
+    logits = unet_model.apply(init(unet_model, x), x, train=False)['out']
+    assert float(logits.min()) < 0 < float(logits.max())
+
+
+@pytest.mark.parametrize('name,multiple', [('fcn', 32), ('unet', 16), ('resnet_aspp', 8),
+                                           ('deeplabv3_r50', 8), ('resnet_deconv', 32)])
+def test_input_not_a_multiple_of_the_output_stride_is_a_clear_error(name, multiple):
+    model = tiny_model(name)
+    bad = jnp.zeros((1, multiple * 2 + 4, multiple * 3, 3))
+    with pytest.raises(ShapeError, match=f'divisible by its output stride {multiple}'):
+        jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), bad)
+    with pytest.raises(ShapeError, match='NHWC'):
+        jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                       jnp.zeros((multiple, multiple, 3)))
+
+
+@pytest.mark.parametrize('name', ['fcn', 'deeplabv3_r50'])
+def test_bfloat16_compute_keeps_float32_parameters_and_logits(name):
+    model = tiny_model(name, compute_dtype='bfloat16')
+    x = images()
+    variables = init(model, x)
+    for leaf in jax.tree_util.tree_leaves(variables):
+        assert leaf.dtype == jnp.float32
+    jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, x, train=False))(variables))
+    assert 'conv_general_dilated' in jaxpr and 'bf16[' in jaxpr
+    outputs = model.apply(variables, x, train=False)
+    assert outputs['out'].dtype == jnp.float32
+    assert np.all(np.isfinite(outputs['out']))
+
+
+def test_bfloat16_logits_are_close_to_float32():
+    x = images()
+    float32 = tiny_model('resnet_aspp')
+    variables = init(float32, x)
+    reference = float32.apply(variables, x, train=False)['out']
+    low = tiny_model('resnet_aspp', compute_dtype='bfloat16').apply(variables, x, train=False)
+    error = np.abs(np.asarray(low['out']) - np.asarray(reference)).max()
+    assert error < 0.05 * np.abs(np.asarray(reference)).max()
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('name', 'segformer', 'not a known model'),
+    ('backbone', 'resnet152', 'not known'),
+    ('compute_dtype', 'float16', 'compute_dtype'),
+    ('init', 'orthogonal', 'config.model.init'),
+    ('output_stride', 4, 'output_stride=4'),
+    ('aux_head', True, 'only deeplabv3 has an auxiliary head'),
+    ('width', 0.0, 'must be positive'),
+])
+def test_bad_model_config_is_a_clear_error(field, value, message):
+    config = load_config('resnet_aspp')
+    config.model[field] = value
+    with pytest.raises(ConfigError, match=message):
+        model = build_model(config.model)
+        jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                       jnp.zeros((1, 64, 64, 3)))
+
+
+@pytest.mark.parametrize('name,field,value', [
+    ('fcn', 'backbone', 'resnet50'),
+    ('unet', 'output_stride', 8),
+    ('resnet_deconv', 'output_stride', 8),
+    ('deeplabv3_r50', 'dual_aspp', True),
+    ('unet', 'aspp_dropout', 0.1),
+])
+def test_fields_a_network_cannot_honour_are_rejected(name, field, value):
+    config = load_config(name)
+    config.model[field] = value
+    with pytest.raises(ConfigError, match=f'does not apply to {config.model.name}'):
+        build_model(config.model)
