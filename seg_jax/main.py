@@ -3,14 +3,22 @@
 import json
 import sys
 
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
 from seg_jax.errors import SegJaxError
 from seg_jax.summary import model_summary
 
+
+def print_summary(config: ml_collections.ConfigDict, workdir: str | None) -> None:
+    """``--mode summary``: one JSON object on stdout (logs go to stderr)."""
+    del workdir  # nothing is written
+    print(json.dumps(model_summary(config)))
+
+
 MODES = ('train', 'eval', 'predict', 'benchmark', 'summary')
-AVAILABLE = {'summary': lambda config, workdir: print(json.dumps(model_summary(config)))}
+AVAILABLE = {'summary': print_summary}
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file with get_config(); override fields with '

@@ -15,7 +15,7 @@ def test_fcn_kernels_have_xavier_variance():
     config = load_config('fcn')
     model = build_model(config.model)
     params = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)['params']
-    kernel = params['conv5']['0']['kernel']  # 3x3, 256 -> 512
+    kernel = params['backbone']['conv5']['0']['kernel']  # 3x3, 256 -> 512
     assert kernel.shape == (3, 3, 256, 512)
     fan_in, fan_out = 9 * 256, 9 * 512
     np.testing.assert_allclose(np.var(kernel), 2 / (fan_in + fan_out), rtol=0.02)

@@ -67,8 +67,11 @@ def test_train_step_shapes_gradients_and_batch_stats(name):
                            variables['batch_stats'])
 
 
-def test_dropout_acts_in_training_mode_only():
-    model = tiny_model('deeplabv3_r50')
+@pytest.mark.parametrize('name,overrides', [('deeplabv3_r50', {}),
+                                            ('resnet_aspp', {'aspp_dropout': 0.5}),
+                                            ('unet_aspp', {'aspp_dropout': 0.5})])
+def test_dropout_acts_in_training_mode_only(name, overrides):
+    model = tiny_model(name, **overrides)
     x = images()
     variables = init(model, x)
 

@@ -14,11 +14,11 @@ import ml_collections
 from seg_jax.errors import ConfigError
 from seg_jax.models.aspp import ResNetASPP
 from seg_jax.models.deeplab import DeepLabV3
-from seg_jax.models.fcn import FCN, ResNetDeconv
+from seg_jax.models.fcn import DeconvNet, FCNEncoder
 from seg_jax.models.layers import kernel_initializer
 from seg_jax.models.resnet import ResNet
 from seg_jax.models.unet import UNet
-from seg_jax.models.vgg import VGG16BN
+from seg_jax.models.vgg import VGG16BN, VGGFeatures
 
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -27,7 +27,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     'resnet34': lambda **kw: ResNet(depth=34, **kw),
     'resnet50': lambda **kw: ResNet(depth=50, **kw),
     'resnet101': lambda **kw: ResNet(depth=101, **kw),
-    'vgg16_bn': lambda **kw: VGG16BN(**kw),
+    'vgg16_bn': lambda **kw: VGG16BN(VGGFeatures(**kw)),
 }
 
 
@@ -73,9 +73,11 @@ def _fixed_architecture(config: ml_collections.ConfigDict, output_stride: int) -
 
 
 def _fcn(config: ml_collections.ConfigDict) -> nn.Module:
-    _fixed_architecture(config, FCN.output_stride)
+    _fixed_architecture(config, DeconvNet.output_stride)
     _require(config, 'aspp_dropout', (0.0,), 'it has no ASPP')
-    return FCN(**_common(config))
+    common = _common(config)
+    encoder = FCNEncoder(common['width'], common['initializer'], common['dtype'])
+    return DeconvNet(encoder, **common)
 
 
 def _unet(config: ml_collections.ConfigDict) -> nn.Module:
@@ -90,12 +92,12 @@ def _unet_aspp(config: ml_collections.ConfigDict) -> nn.Module:
 
 
 def _resnet_deconv(config: ml_collections.ConfigDict) -> nn.Module:
-    _require(config, 'output_stride', (ResNetDeconv.output_stride,),
+    _require(config, 'output_stride', (DeconvNet.output_stride,),
              'five x2 transposed convs undo exactly an output stride of 32')
     _require(config, 'aux_head', (False,), 'only deeplabv3 has an auxiliary head')
     _require(config, 'dual_aspp', (False,), 'only resnet_aspp has a layer3 ASPP')
     _require(config, 'aspp_dropout', (0.0,), 'it has no ASPP')
-    return ResNetDeconv(_backbone(config, 32), **_common(config))
+    return DeconvNet(_backbone(config, DeconvNet.output_stride), **_common(config))
 
 
 def _resnet_aspp(config: ml_collections.ConfigDict) -> nn.Module:

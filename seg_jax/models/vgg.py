@@ -54,12 +54,7 @@ class VGGFeatures(nn.Module):
 
 class VGG16BN(nn.Module):
     """Backbone wrapper so that parameters live under ``features/`` as in torchvision."""
-    output_stride: int = 32
-    width: float = 1.0
-    initializer: str = 'xavier'
-    dtype: Any = jnp.float32
+    features: VGGFeatures
 
-    @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        return VGGFeatures(self.output_stride, self.width, self.initializer, self.dtype,
-                           name='features')(x, train)
+        return self.features(x, train)
