@@ -46,11 +46,11 @@ def _common(config: ml_collections.ConfigDict) -> dict:
                 dtype=COMPUTE_DTYPES[config.compute_dtype])
 
 
-def _backbone(config: ml_collections.ConfigDict, output_stride: int) -> nn.Module:
+def _backbone(config: ml_collections.ConfigDict, output_stride: int, common: dict) -> nn.Module:
+    """The configured backbone, sharing the network's width, initialiser and compute dtype."""
     if config.backbone not in BACKBONES:
         raise ConfigError(f'config.model.backbone={config.backbone!r} is not known for '
                           f'{config.name}; use one of {sorted(BACKBONES)}.')
-    common = _common(config)
     return BACKBONES[config.backbone](output_stride=output_stride, width=common['width'],
                                       initializer=common['initializer'], dtype=common['dtype'])
 
@@ -97,21 +97,25 @@ def _resnet_deconv(config: ml_collections.ConfigDict) -> nn.Module:
     _require(config, 'aux_head', (False,), 'only deeplabv3 has an auxiliary head')
     _require(config, 'dual_aspp', (False,), 'only resnet_aspp has a layer3 ASPP')
     _require(config, 'aspp_dropout', (0.0,), 'it has no ASPP')
-    return DeconvNet(_backbone(config, DeconvNet.output_stride), **_common(config))
+    common = _common(config)
+    return DeconvNet(_backbone(config, DeconvNet.output_stride, common), **common)
 
 
 def _resnet_aspp(config: ml_collections.ConfigDict) -> nn.Module:
     _require(config, 'aux_head', (False,), 'only deeplabv3 has an auxiliary head')
-    return ResNetASPP(_backbone(config, config.output_stride), output_stride=config.output_stride,
-                      dual=config.dual_aspp, aspp_dropout=config.aspp_dropout, **_common(config))
+    common = _common(config)
+    return ResNetASPP(_backbone(config, config.output_stride, common),
+                      output_stride=config.output_stride, dual=config.dual_aspp,
+                      aspp_dropout=config.aspp_dropout, **common)
 
 
 def _deeplabv3(config: ml_collections.ConfigDict) -> nn.Module:
     _require(config, 'dual_aspp', (False,), 'only resnet_aspp has a layer3 ASPP')
     _require(config, 'aspp_dropout', (0.0,),
              "DeepLabv3's head has its own fixed dropout (0.5 after the ASPP projection)")
-    return DeepLabV3(_backbone(config, config.output_stride), output_stride=config.output_stride,
-                     aux_head=config.aux_head, **_common(config))
+    common = _common(config)
+    return DeepLabV3(_backbone(config, config.output_stride, common),
+                     output_stride=config.output_stride, aux_head=config.aux_head, **common)
 
 
 MODELS: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {

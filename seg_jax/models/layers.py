@@ -118,7 +118,7 @@ def resize_bilinear(x: jax.Array, size: Sequence[int], align_corners: bool = Fal
     course U-Net upsamples with ``align_corners=True``, so both conventions are implemented here
     as two separable two-tap gathers, which is also cheaper than a dense interpolation matrix.
     """
-    for axis, out_size in zip((1, 2), size):
+    for axis, out_size in zip((1, 2), size, strict=True):
         in_size = x.shape[axis]
         if in_size == out_size:
             continue

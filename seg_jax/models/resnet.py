@@ -57,7 +57,8 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         kw = dict(initializer=self.initializer, dtype=self.dtype)
-        y = conv(self.planes, 3, strides=self.strides, dilation=self.dilation, name='conv1', **kw)(x)
+        y = conv(self.planes, 3, strides=self.strides, dilation=self.dilation, name='conv1',
+                 **kw)(x)
         y = nn.relu(batch_norm(train, self.dtype, name='bn1')(y))
         y = conv(self.planes, 3, dilation=self.dilation, name='conv2', **kw)(y)
         y = batch_norm(train, self.dtype, name='bn2')(y)
@@ -77,7 +78,8 @@ class Bottleneck(nn.Module):
         kw = dict(initializer=self.initializer, dtype=self.dtype)
         y = conv(self.planes, 1, name='conv1', **kw)(x)
         y = nn.relu(batch_norm(train, self.dtype, name='bn1')(y))
-        y = conv(self.planes, 3, strides=self.strides, dilation=self.dilation, name='conv2', **kw)(y)
+        y = conv(self.planes, 3, strides=self.strides, dilation=self.dilation, name='conv2',
+                 **kw)(y)
         y = nn.relu(batch_norm(train, self.dtype, name='bn2')(y))
         y = conv(self.planes * 4, 1, name='conv3', **kw)(y)
         y = batch_norm(train, self.dtype, name='bn3')(y)
@@ -133,7 +135,7 @@ class ResNet(nn.Module):
         x = conv(scaled(64, self.width), 7, strides=2, name='conv1', **kw)(x)
         x = nn.relu(batch_norm(train, self.dtype, name='bn1')(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-        stages = zip(blocks_per_stage, stage_plan(self.output_stride))
+        stages = zip(blocks_per_stage, stage_plan(self.output_stride), strict=True)
         layers = []
         for stage, (num_blocks, (strides, first_dilation, dilation)) in enumerate(stages):
             x = ResLayer(block, scaled(64 * 2**stage, self.width), num_blocks, strides,

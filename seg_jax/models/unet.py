@@ -59,7 +59,7 @@ class UNet(nn.Module):
             skips.append(x)
         aspp_kw = dict(rates=(6, 12, 18), branch_dropout=self.aspp_dropout,
                        bn_on_1x1=False, **kw)
-        for i, (skip, features) in enumerate(zip(skips[-2::-1], widths[-2::-1])):
+        for i, (skip, features) in enumerate(zip(skips[-2::-1], widths[-2::-1], strict=True)):
             x = resize_bilinear(x, skip.shape[1:3], align_corners=True)
             x = ConvBN(features, 3, name=f'up{i + 1}', **kw)(x, train)
             x = jnp.concatenate([skip, x], axis=-1)
