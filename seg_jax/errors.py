@@ -11,3 +11,7 @@ class ConfigError(SegJaxError, ValueError):
 
 class ShapeError(SegJaxError, ValueError):
     """An input whose shape a model or function cannot take."""
+
+
+class DataError(SegJaxError, ValueError):
+    """Missing, incomplete or malformed data: names the file or folder and how to fix it."""
