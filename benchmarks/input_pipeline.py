@@ -30,8 +30,9 @@ def images_per_second(dataset: tf.data.Dataset, batch_size: int, batches: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--data_dir', default=os.path.expanduser(
-        '~/.cache/seg_jax/benchmark_cityscapes_1024x2048'))
+    parser.add_argument('--source_size', nargs=2, type=int, default=(1024, 2048),
+                        metavar=('H', 'W'), help='resolution of the generated PNGs')
+    parser.add_argument('--data_dir', help='default: ~/.cache/seg_jax/benchmark_cityscapes_HxW')
     parser.add_argument('--threads', type=int, default=os.cpu_count())
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--batches', type=int, default=20)
@@ -39,11 +40,14 @@ def main() -> None:
     parser.add_argument('--photometric', type=float, default=0.3)
     args = parser.parse_args()
 
-    synthetic.generate(args.data_dir, num_train=24, num_val=8, num_test=1, height=1024,
-                       width=2048, seed=0)
+    height, width = args.source_size
+    data_dir = args.data_dir or os.path.expanduser(
+        f'~/.cache/seg_jax/benchmark_cityscapes_{height}x{width}')
+    synthetic.generate(data_dir, num_train=24, num_val=8, num_test=1, height=height,
+                       width=width, seed=0)
     config = default.get_config()
     config.data.source = 'folder'
-    config.data.dir = args.data_dir
+    config.data.dir = data_dir
     config.data.crop_size = tuple(args.crop)
     config.data.photometric = args.photometric
     config.global_batch_size = config.eval.batch_size = args.batch
@@ -57,8 +61,8 @@ def main() -> None:
     for mode, dataset in modes.items():
         rate = images_per_second(dataset, args.batch, args.batches)
         print(json.dumps({
-            'benchmark': 'input_pipeline', 'mode': mode, 'source_resolution': [1024, 2048],
-            'output_resolution': list(args.crop) if mode == 'train' else [1024, 2048],
+            'benchmark': 'input_pipeline', 'mode': mode, 'source_resolution': [height, width],
+            'output_resolution': list(args.crop) if mode == 'train' else [height, width],
             'batch': args.batch, 'threads': args.threads, 'cpu_count': os.cpu_count(),
             'photometric': args.photometric if mode == 'train' else 0.0,
             'images_per_s': round(rate, 2), 'images_per_s_per_core': round(rate / args.threads, 2),

@@ -3,7 +3,7 @@
 Prints one JSON object per config on stdout: parameters and forward FLOPs (as ``--mode
 summary``), XLA's compiled memory figures for the training-mode gradient step, and the measured
 wall time per batch of the jit-compiled forward (eval mode) and gradient (train mode) on the
-default device. Example (the table in benchmarks/README.md):
+default device. Example (the table in benchmarks/RESULTS.md):
 
     python benchmarks/model_zoo.py --crop 256 512 --batch 2 --repeats 3
 

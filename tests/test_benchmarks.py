@@ -21,3 +21,17 @@ def test_model_zoo_benchmark_prints_one_json_object_per_config(tmp_path):
         for field in ('forward_s_per_batch', 'gradient_s_per_batch', 'forward_gflop_per_s',
                       'gradient_temp_mib'):
             assert row[field] > 0, field
+
+
+def test_input_pipeline_benchmark_prints_train_and_eval_rates(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / 'benchmarks' / 'input_pipeline.py'), '--source_size', '64',
+         '128', '--crop', '32', '64', '--batch', '2', '--batches', '2', '--threads', '1',
+         '--data_dir', str(tmp_path / 'data')],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row['mode'] for row in rows] == ['train', 'eval']
+    assert rows[0]['output_resolution'] == [32, 64] and rows[1]['output_resolution'] == [64, 128]
+    for row in rows:
+        assert row['images_per_s'] > 0 and row['images_per_s_per_core'] == row['images_per_s']
