@@ -1,5 +1,9 @@
 """Defaults every config starts from: ``get_config()`` returns a locked ConfigDict.
 
+The training fields are the standard Cityscapes recipe (SPEC section 7: SGD 0.01, momentum 0.9,
+weight decay 5e-4, poly 0.9, 80k steps of 8 crops of 512x1024, rescale [0.5, 2], flip,
+photometric jitter); the course's settings live in configs/seed/.
+
 Locked means a misspelt field (``--config.model.outptu_stride=16``) is an error, not a silent
 no-op. Configs that need a new field add it inside ``with config.unlocked():``.
 """
@@ -37,13 +41,43 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.scale_range = (0.5, 2.0)  # random rescale factor
     config.data.rotation_degrees = 0.0  # random rotation in [-r, r]
     config.data.flip = True  # horizontal flip with p = 0.5
-    config.data.photometric = 0.0  # brightness / contrast jitter strength, e.g. 0.3
+    config.data.photometric = 0.3  # brightness / contrast jitter strength; 0 turns it off
     config.data.eval_scale = 1.0  # evaluation resizes full images by this factor
 
     config.global_batch_size = 8  # summed over every device of every process
+    config.num_train_steps = 80_000  # or None and set num_epochs: exactly one of the two
+    config.num_epochs = placeholder(float)
+    config.log_every_steps = 50
+    config.eval_every_steps = 4000
+    config.checkpoint_every_steps = 2000
+    config.keep_checkpoints = 3  # newest periodic checkpoints kept; the best is kept apart
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = 'sgd'  # 'adam' | 'adamw' | 'sgd'
+    config.optimizer.learning_rate = 0.01
+    config.optimizer.weight_decay = 5e-4  # adamw: decoupled; sgd: L2 added to the gradient
+    config.optimizer.momentum = 0.9  # sgd
+
+    config.schedule = ml_collections.ConfigDict()
+    config.schedule.name = 'poly'  # 'constant' | 'step' | 'poly' | 'cosine'
+    config.schedule.warmup_steps = 0  # linear warmup from 0
+    config.schedule.power = 0.9  # poly
+    config.schedule.step_every_epochs = 10  # step: multiply the rate by step_factor this often
+    config.schedule.step_factor = 0.2
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.name = 'ce'  # 'ce' | 'weighted_ce' | 'dice' | 'ce_dice'
+    # weighted_ce: 'course' | 'median_frequency' (from cached training-set pixel counts), or an
+    # explicit list of 19 weights.
+    config.loss.class_weights = placeholder(object)
+    config.loss.dice_weight = 1.0  # ce_dice: ce + dice_weight * dice
+    config.loss.dice_variant = 'per_class'  # 'per_class' | 'global' (the course's)
+    config.loss.aux_weight = 0.4  # weight of the auxiliary head's loss, where there is one
 
     config.eval = ml_collections.ConfigDict()
+    config.eval.split = 'validation'
     config.eval.batch_size = 8  # global, like global_batch_size
+    config.eval.checkpoint = 'latest'  # --mode eval restores 'latest', 'best' or a step number
 
     config.seed = 0
 

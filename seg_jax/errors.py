@@ -15,3 +15,7 @@ class ShapeError(SegJaxError, ValueError):
 
 class DataError(SegJaxError, ValueError):
     """Missing, incomplete or malformed data: names the file or folder and how to fix it."""
+
+
+class CheckpointError(SegJaxError, ValueError):
+    """No checkpoint, a missing step, or a checkpoint that does not fit the configured model."""

@@ -17,8 +17,27 @@ def print_summary(config: ml_collections.ConfigDict, workdir: str | None) -> Non
     print(json.dumps(model_summary(config)))
 
 
+def _require_workdir(workdir: str | None, mode: str) -> str:
+    if not workdir:
+        raise SegJaxError(f'--mode {mode} needs --workdir: the folder that holds (or will hold) '
+                          'the run\'s checkpoints, logs and reports.')
+    return workdir
+
+
+def run_train(config: ml_collections.ConfigDict, workdir: str | None) -> None:
+    """``--mode train``: trains (resuming from the workdir's latest checkpoint) and evaluates."""
+    from seg_jax import train  # imports TensorFlow; summary does not need it
+    train.train_and_evaluate(config, _require_workdir(workdir, 'train'))
+
+
+def run_eval(config: ml_collections.ConfigDict, workdir: str | None) -> None:
+    """``--mode eval``: restores ``config.eval.checkpoint`` and evaluates ``config.eval.split``."""
+    from seg_jax import evaluate
+    evaluate.evaluate_checkpoint(config, _require_workdir(workdir, 'eval'))
+
+
 MODES = ('train', 'eval', 'predict', 'benchmark', 'summary')
-AVAILABLE = {'summary': print_summary}
+AVAILABLE = {'summary': print_summary, 'train': run_train, 'eval': run_eval}
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file with get_config(); override fields with '

@@ -1,0 +1,33 @@
+"""The training state and its creation on the devices."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from seg_jax import parallel
+
+
+class TrainState(train_state.TrainState):
+    """Parameters, optimiser state and step, plus the BatchNorm running statistics."""
+    batch_stats: Any
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
+                       crop_size: tuple[int, int], seed: int,
+                       mesh: jax.sharding.Mesh) -> TrainState:
+    """Initialises the state directly on the devices, replicated, with no host copy.
+
+    Under ``jax.eval_shape`` it gives the abstract state (shapes, dtypes, shardings) that a
+    checkpoint restores into.
+    """
+    def init(rng):
+        images = jnp.zeros((1, *crop_size, 3), jnp.float32)
+        variables = model.init(rng, images, train=False)
+        return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                                 batch_stats=variables.get('batch_stats', {}))
+
+    return jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.key(seed))

@@ -1,0 +1,258 @@
+"""The files a run leaves in its workdir: config, history, eval reports, TensorBoard, plots."""
+
+import json
+import math
+import pathlib
+
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from seg_jax import reporting
+from seg_jax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from seg_jax.data.labels import CLASS_NAMES, COURSE_CLASSES, IGNORE_LABEL, PALETTE
+
+CAR, PERSON, TRAIN = (CLASS_NAMES.index(name) for name in ('car', 'person', 'train'))
+
+
+def fake_metrics(scale: float = 1.0) -> dict:
+    """What ``seg_jax.metrics.compute_metrics`` returns, with distinct per-class values (class
+    c has IoU (c + 10)% times ``scale``) and 'train' absent (NaN)."""
+    iou = scale * (np.arange(len(CLASS_NAMES)) + 10.0) / 100
+    iou[TRAIN] = np.nan
+    seed_iou = iou - 0.05
+    return {'miou': float(np.nanmean(iou)), 'pixel_accuracy': 0.921 * scale,
+            'mean_class_accuracy': 0.634, 'fw_iou': 0.857, 'seed_miou': float(np.nanmean(seed_iou)),
+            'iou': iou, 'seed_iou': seed_iou,
+            'iou_by_class': dict(zip(CLASS_NAMES, iou.tolist(), strict=True)), 'loss': 0.75}
+
+
+def fake_confusion() -> np.ndarray:
+    return np.arange(20 * 19, dtype=np.int64).reshape(20, 19) * 10**9  # needs 64 bits
+
+
+def strict_json(text: str):
+    """``json.loads`` that rejects the NaN / Infinity extensions of Python's json."""
+    def reject(constant):
+        raise ValueError(f'{constant} is not JSON')
+    return json.loads(text, parse_constant=reject)
+
+
+def normalise(rgb: np.ndarray) -> np.ndarray:
+    return ((rgb / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
+
+
+def all_files(root: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(path for path in root.rglob('*') if path.is_file())
+
+
+def scalar_events(folder: pathlib.Path) -> dict[str, dict[int, float]]:
+    """TensorBoard scalars under ``folder``: tag -> step -> value."""
+    scalars: dict[str, dict[int, float]] = {}
+    for path in folder.glob('events.out.tfevents.*'):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                assert value.metadata.plugin_data.plugin_name == 'scalars'
+                scalars.setdefault(value.tag, {})[event.step] = float(
+                    tf.make_ndarray(value.tensor))
+    return scalars
+
+
+@pytest.fixture
+def reporter(tmp_path):
+    reporter = reporting.Reporter(str(tmp_path / 'run'))
+    yield reporter
+    reporter.close()
+
+
+def test_config_json_round_trips_the_config(reporter, tmp_path):
+    config = ml_collections.ConfigDict({
+        'model': {'name': 'resnet_aspp', 'output_stride': 8, 'dropout': 0.1},
+        'data': {'crop_size': (512, 1024), 'dir': None, 'flip': True}, 'bad': math.nan})
+    reporter.write_config(config)
+    written = strict_json((tmp_path / 'run' / 'config.json').read_text())
+    assert written == {'model': {'name': 'resnet_aspp', 'output_stride': 8, 'dropout': 0.1},
+                       'data': {'crop_size': [512, 1024], 'dir': None, 'flip': True},
+                       'bad': None}
+
+
+def test_history_has_one_json_object_per_event(reporter, tmp_path):
+    reporter.log_train(10, {'loss': 1.5, 'learning_rate': np.float32(0.01)})
+    reporter.log_train(20, {'loss': math.nan, 'learning_rate': 0.01})
+    reporter.log_eval(20, 'val', fake_metrics(), fake_confusion())
+    lines = (tmp_path / 'run' / 'history.jsonl').read_text().splitlines()
+    events = [strict_json(line) for line in lines]
+    assert [(event['step'], event['kind']) for event in events] == [
+        (10, 'train'), (20, 'train'), (20, 'eval')]
+    assert events[0] == {'step': 10, 'kind': 'train', 'loss': 1.5,
+                         'learning_rate': pytest.approx(0.01)}
+    assert events[1]['loss'] is None
+    evaluation = events[2]
+    assert evaluation['split'] == 'val'
+    assert evaluation['miou'] == pytest.approx(fake_metrics()['miou'])
+    assert evaluation['loss'] == 0.75
+    assert evaluation['iou/car'] == pytest.approx((CAR + 10) / 100)
+    assert evaluation['iou/train'] is None
+
+
+def test_eval_file_holds_per_class_iou_by_name_and_confusion(reporter, tmp_path):
+    metrics = fake_metrics()
+    reporter.log_eval(300, 'val', metrics, fake_confusion())
+    report = strict_json((tmp_path / 'run' / 'eval' / 'val_300.json').read_text())
+    assert report['step'] == 300 and report['split'] == 'val'
+    for key in ('miou', 'pixel_accuracy', 'mean_class_accuracy', 'fw_iou', 'seed_miou', 'loss'):
+        assert report[key] == pytest.approx(metrics[key])
+    assert list(report['iou']) == list(CLASS_NAMES)
+    assert report['iou']['person'] == pytest.approx((PERSON + 10) / 100)
+    assert report['seed_iou']['person'] == pytest.approx((PERSON + 5) / 100)
+    assert report['iou']['train'] is None
+    np.testing.assert_array_equal(np.array(report['confusion'], np.int64), fake_confusion())
+    assert report['confusion_rows'] == list(CLASS_NAMES) + ['void']
+    assert report['confusion_columns'] == list(CLASS_NAMES)
+
+
+def test_tensorboard_files_hold_the_scalars(reporter, tmp_path):
+    reporter.log_train(5, {'loss': 2.0})
+    reporter.log_train(6, {'loss': 1.0})
+    reporter.log_eval(6, 'val', fake_metrics(), fake_confusion())
+    train = scalar_events(tmp_path / 'run' / 'tensorboard' / 'train')
+    assert train == {'loss': {5: 2.0, 6: 1.0}}
+    evaluation = scalar_events(tmp_path / 'run' / 'tensorboard' / 'eval')
+    assert evaluation['val/miou'][6] == pytest.approx(fake_metrics()['miou'])
+    assert evaluation['val/pixel_accuracy'][6] == pytest.approx(0.921)
+    assert evaluation['val/loss'][6] == pytest.approx(0.75)
+    assert evaluation['val/iou/car'][6] == pytest.approx((CAR + 10) / 100)
+
+
+def test_class_table_shows_every_class_and_the_course_row():
+    metrics = fake_metrics()
+    table = reporting.format_class_table(metrics)
+    lines = table.splitlines()
+    for class_id, name in enumerate(CLASS_NAMES):
+        [line] = [line for line in lines if line.startswith(name + ' ')]
+        if class_id == TRAIN:
+            assert line.split()[-2:] == ['-', '-']
+        else:
+            assert line.split()[-2:] == [f'{class_id + 10:.1f}', f'{class_id + 5:.1f}']
+        assert line.rstrip('-.0123456789 ').endswith('*') == (name in COURSE_CLASSES)
+    [mean] = [line for line in lines if line.startswith('mean')]
+    assert mean.split()[1:] == [f'{100 * metrics["miou"]:.1f}', f'{100 * metrics["seed_miou"]:.1f}']
+    [header] = [line for line in lines if line.startswith('* course classes')]
+    assert header.split()[3:] == 'building traffic sign person car bicycle mIoU pixel acc'.split()
+    [official] = [line for line in lines if line.startswith('official')]
+    course = [f'{CLASS_NAMES.index(name) + 10:.1f}' for name in COURSE_CLASSES]
+    assert official.split()[1:] == course + [f'{100 * metrics["miou"]:.1f}', '92.1']
+    assert 'pixel accuracy 92.1' in table and 'frequency-weighted IoU 85.7' in table
+
+
+def test_log_eval_returns_the_class_table(reporter):
+    table = reporter.log_eval(1, 'val', fake_metrics(), fake_confusion())
+    assert table == reporting.format_class_table(fake_metrics())
+
+
+def assert_png(path: pathlib.Path, min_size: tuple[int, int]) -> Image.Image:
+    with Image.open(path) as image:
+        image.verify()
+    image = Image.open(path)
+    assert image.format == 'PNG'
+    assert image.width >= min_size[0] and image.height >= min_size[1]
+    return image
+
+
+@pytest.mark.parametrize('evaluations', [(), (100,), (100, 200, 300)])
+def test_curves_png_from_any_history(reporter, tmp_path, evaluations):
+    for step in range(0, 301, 25):
+        reporter.log_train(step, {'loss': 3.0 / (1 + step)})
+    for step in evaluations:
+        reporter.log_eval(step, 'val', fake_metrics(step / 300), fake_confusion())
+    reporter.plot_curves()
+    image = assert_png(tmp_path / 'run' / 'plots' / 'curves.png', (600, 400))
+    # Curves were drawn in colour, not just an empty frame.
+    assert len(np.unique(np.asarray(image.convert('RGB')).reshape(-1, 3), axis=0)) > 20
+
+
+def test_plot_curves_without_history_writes_nothing(reporter, tmp_path):
+    reporter.plot_curves()
+    assert not (tmp_path / 'run' / 'plots').exists()
+
+
+def test_predictions_panel_shows_image_labels_and_predictions_in_palette_colours(
+        reporter, tmp_path):
+    count, height, width = 3, 40, 60
+    rgb = np.zeros((count, height, width, 3), np.uint8)
+    rgb[:] = (10, 128, 250)
+    labels = np.full((count, height, width), CAR, np.int32)
+    labels[:, :, width // 2:] = IGNORE_LABEL
+    predictions = labels.clip(0, PERSON)  # car -> person, void -> person
+    reporter.save_predictions(42, normalise(rgb), labels, predictions, max_images=2)
+    panel = np.asarray(assert_png(tmp_path / 'run' / 'plots' / 'predictions_42.png',
+                                  (3 * width, 2 * height)).convert('RGB'))
+    gap, header = reporting.PANEL_GAP, reporting.HEADER_HEIGHT
+    assert panel.shape == (header + 2 * height + gap, 3 * width + 2 * gap, 3)  # two rows only
+    top = header + height + gap + height // 2  # the middle of the second row
+    image_left, truth_left, prediction_left = (column * (width + gap) for column in range(3))
+    np.testing.assert_array_equal(panel[top, image_left + 5], (10, 128, 250))
+    np.testing.assert_array_equal(panel[top, truth_left + 5], PALETTE[CAR])
+    np.testing.assert_array_equal(panel[top, truth_left + width - 5], (0, 0, 0))
+    np.testing.assert_array_equal(panel[top, prediction_left + 5], PALETTE[PERSON])
+    truth_tile = panel[header:header + height, truth_left:truth_left + width].reshape(-1, 3)
+    assert {tuple(colour) for colour in truth_tile} == {tuple(PALETTE[CAR]), (0, 0, 0)}
+
+
+def test_wide_predictions_are_subsampled_with_exact_colours():
+    width = 3 * reporting.MAX_PANEL_WIDTH - 7
+    labels = np.tile(np.arange(width) % 19, (1, 6, 1))
+    canvas = reporting.prediction_panel(normalise(np.zeros((1, 6, width, 3))), labels, labels)
+    tile_width = (canvas.shape[1] + reporting.PANEL_GAP) // 3 - reporting.PANEL_GAP
+    assert tile_width <= reporting.MAX_PANEL_WIDTH
+    truth = canvas[reporting.HEADER_HEIGHT, tile_width + reporting.PANEL_GAP:][:tile_width]
+    np.testing.assert_array_equal(truth, PALETTE[np.arange(0, width, 3) % 19])
+
+
+def test_denormalize_inverts_imagenet_normalisation():
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3)).astype(np.uint8)
+    np.testing.assert_array_equal(reporting.denormalize(normalise(rgb)), rgb)
+
+
+def test_mismatched_shapes_are_rejected(reporter):
+    with pytest.raises(ValueError, match='labels and predictions'):
+        reporter.save_predictions(0, np.zeros((1, 4, 4, 3)), np.zeros((1, 4, 4), np.int32),
+                                  np.zeros((1, 4, 5), np.int32))
+
+
+def test_history_keeps_the_latest_record_of_a_step_and_skips_a_torn_line(reporter, tmp_path):
+    for step, loss in ((1, 3.0), (2, 2.0), (3, 1.0), (2, 2.5)):  # resumed from step 1
+        reporter.log_train(step, {'loss': loss})
+    path = tmp_path / 'run' / reporting.HISTORY_FILE
+    with open(path, 'a') as f:
+        f.write('{"step": 4, "kind": "tr')  # killed mid-write
+    events = reporting.read_history(str(path))
+    assert [(event['step'], event['loss']) for event in events] == [(1, 3.0), (2, 2.5), (3, 1.0)]
+
+
+def test_outputs_leave_no_partial_files(reporter, tmp_path):
+    reporter.write_config(ml_collections.ConfigDict({'seed': 0}))
+    reporter.log_train(1, {'loss': 1.0})
+    reporter.log_eval(1, 'val', fake_metrics(), fake_confusion())
+    reporter.plot_curves()
+    reporter.save_predictions(1, np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8), np.int32),
+                              np.zeros((1, 8, 8), np.int32))
+    names = {path.relative_to(tmp_path / 'run').as_posix()
+             for path in all_files(tmp_path / 'run') if 'tensorboard' not in path.parts}
+    assert names == {'config.json', 'history.jsonl', 'eval/val_1.json', 'plots/curves.png',
+                     'plots/predictions_1.png'}
+
+
+def test_disabled_reporter_writes_nothing(tmp_path):
+    reporter = reporting.Reporter(str(tmp_path / 'run'), enabled=False)
+    reporter.write_config(ml_collections.ConfigDict({'seed': 0}))
+    reporter.log_train(1, {'loss': 1.0})
+    table = reporter.log_eval(1, 'val', fake_metrics(), fake_confusion())
+    reporter.plot_curves()
+    reporter.save_predictions(1, np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8), np.int32),
+                              np.zeros((1, 8, 8), np.int32))
+    reporter.close()
+    assert 'bicycle' in table
+    assert all_files(tmp_path) == []
