@@ -60,7 +60,9 @@ def make_train_step(loss_config: ml_collections.ConfigDict, class_weights: np.nd
         metrics = {**terms, 'loss': loss, 'learning_rate': schedule(state.step),
                    'pixel_accuracy': correct.sum() / jnp.maximum(valid.sum(), 1)}
         finite = jnp.isfinite(loss)
-        first_nonfinite = jnp.where((first_nonfinite < 0) & ~finite, state.step, first_nonfinite)
+        # Steps are numbered from 1, as the loop and the logs number them.
+        first_nonfinite = jnp.where((first_nonfinite < 0) & ~finite, state.step + 1,
+                                    first_nonfinite)
         return new_state, metrics, first_nonfinite
 
     return jax.jit(step, donate_argnums=(0,))

@@ -129,6 +129,30 @@ def test_resume_continues_the_same_trajectory_and_eval_reproduces_metrics(
     assert restored['pixel_accuracy'] == pytest.approx(logged['pixel_accuracy'], abs=1e-6)
 
 
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(
+        data_dir, tmp_path, monkeypatch):
+    make_step = train.make_train_step
+
+    def nan_from_step_three(*args):
+        step = make_step(*args)
+        calls = []
+
+        def step_with_bad_data(state, batch, first_nonfinite):
+            calls.append(1)
+            if len(calls) >= 3:
+                batch = {**batch, 'image': batch['image'] * np.nan}
+            return step(state, batch, first_nonfinite)
+        return step_with_bad_data
+
+    monkeypatch.setattr(train, 'make_train_step', nan_from_step_three)
+    config = tiny_config(data_dir, steps=8)
+    config.checkpoint_every_steps = 2
+    with pytest.raises(train.NonFiniteLossError, match='at step 3'):
+        train.train_and_evaluate(config, str(tmp_path))
+    saved = sorted(p.name for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
+    assert saved == ['2']
+
+
 def test_steps_and_epochs_are_exclusive(data_dir):
     config = tiny_config(data_dir)
     config.num_epochs = 2.0
