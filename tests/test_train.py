@@ -46,13 +46,21 @@ def read_history(workdir) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
-def test_a_tiny_model_learns(data_dir, tmp_path):
+def test_a_tiny_model_learns_without_recompiling(data_dir, tmp_path, monkeypatch):
+    compiled, make_step = [], train.make_train_step
+
+    def recorded(*args):
+        compiled.append(make_step(*args))
+        return compiled[-1]
+
+    monkeypatch.setattr(train, 'make_train_step', recorded)
     config = tiny_config(data_dir, steps=60)
     config.optimizer.learning_rate = 1e-2
     config.log_every_steps = 10
     config.eval_every_steps = 30
     config.checkpoint_every_steps = 60
     train.train_and_evaluate(config, str(tmp_path))
+    assert compiled[0]._cache_size() == 1  # one compilation for all 60 steps
     history = read_history(tmp_path)
     losses = [e['loss'] for e in history if e['kind'] == 'train']
     evals = [e for e in history if e['kind'] == 'eval']
