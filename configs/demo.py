@@ -27,7 +27,7 @@ def get_config():
     config.data.photometric = 0.2
 
     config.global_batch_size = 8
-    config.eval.batch_size = 10
+    config.eval.batch_size = 8
     config.num_train_steps = 600
     config.log_every_steps = 20
     config.eval_every_steps = 200

@@ -4,6 +4,8 @@ The same ``Evaluator`` serves the periodic evaluation of ``train.py`` and ``--mo
 restores a checkpoint (the latest, the best, or a given step) and evaluates it.
 """
 
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -14,6 +16,7 @@ from seg_jax import checkpoints, losses, metrics, optim, parallel, reporting
 from seg_jax.data import pipeline
 from seg_jax.data.cityscapes import open_split
 from seg_jax.data.labels import IGNORE_LABEL
+from seg_jax.errors import CheckpointError
 from seg_jax.models import build_model
 from seg_jax.state import create_train_state
 
@@ -66,6 +69,10 @@ class Evaluator:
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """``--mode eval``: restores ``config.eval.checkpoint`` from ``workdir`` and evaluates it."""
     parallel.check_batch_size(config.eval.batch_size, 'config.eval.batch_size')
+    checkpoint_dir = os.path.join(workdir, 'checkpoints')
+    if not os.path.isdir(checkpoint_dir):  # checked first: opening a Checkpointer creates it
+        raise CheckpointError(f'No checkpoint in {checkpoint_dir}; train first, or pass the '
+                              '--workdir of a run that has trained.')
     mesh = parallel.data_mesh()
     model = build_model(config.model)
     # The optimiser shapes the state to restore into, so it is built as training built it.
@@ -73,7 +80,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
         config, *optim.training_length(config, open_split(config.data, 'train').size))
     target = jax.eval_shape(lambda: create_train_state(
         model, tx, tuple(config.data.crop_size), config.seed, mesh))
-    with checkpoints.Checkpointer(f'{workdir}/checkpoints', keep=config.keep_checkpoints) as ckpt:
+    with checkpoints.Checkpointer(checkpoint_dir, keep=config.keep_checkpoints) as ckpt:
         which = str(config.eval.checkpoint)
         state = ckpt.restore(target, int(which) if which.isdigit() else which)
     reporter = reporting.Reporter(workdir, enabled=jax.process_index() == 0)

@@ -90,6 +90,18 @@ def test_modes_of_later_issues_say_they_are_not_available(tmp_path, mode):
     assert f'--mode {mode} is not available yet' in result.stderr
 
 
+def test_eval_without_a_checkpoint_is_a_clear_error_and_creates_nothing(tmp_path):
+    workdir = tmp_path / 'no_such_run'
+    result = run_main('--config', str(REPO / 'configs' / 'demo.py'), '--mode', 'eval',
+                      '--workdir', str(workdir), cwd=tmp_path)
+    assert result.returncode != 0
+    assert 'No checkpoint in' in result.stderr and 'Traceback' not in result.stderr
+    assert not workdir.exists()
+    result = run_main('--config', str(REPO / 'configs' / 'demo.py'), '--mode', 'train',
+                      cwd=tmp_path)
+    assert result.returncode != 0 and 'needs --workdir' in result.stderr
+
+
 def test_configs_are_locked():
     config = load_config('deeplabv3_r50')
     with pytest.raises(AttributeError):
