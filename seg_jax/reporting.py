@@ -33,6 +33,7 @@ from seg_jax.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from seg_jax.data.labels import (
     CLASS_NAMES, COURSE_CLASS_IDS, COURSE_CLASSES, NUM_CLASSES, PALETTE)
 from seg_jax.errors import ShapeError
+from seg_jax.files import write_atomically
 
 HISTORY_FILE = 'history.jsonl'
 # Rows of the confusion matrix: the 19 train ids, then void ground truth (predicted as a class).
@@ -73,17 +74,6 @@ def _eval_json(record: Mapping[str, Any], confusion: np.ndarray) -> str:
     matrix would take 400 lines)."""
     rows = ',\n  '.join(_to_json(row) for row in confusion)
     return _to_json(record, indent=1)[:-2] + f',\n "confusion": [\n  {rows}\n ]\n}}\n'
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """Writes ``data`` to ``path`` via a temporary file in the same folder and a rename, which
-    replaces the old file in one step."""
-    folder, name = os.path.split(path)
-    os.makedirs(folder or '.', exist_ok=True)
-    temporary = os.path.join(folder, f'.{name}.partial')
-    with open(temporary, 'wb') as f:
-        f.write(data)
-    os.replace(temporary, path)
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

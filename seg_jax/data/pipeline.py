@@ -21,6 +21,7 @@ from seg_jax.data import augment
 from seg_jax.data.cityscapes import Split, open_split
 from seg_jax.data.labels import CLASS_NAMES, IGNORE_LABEL, LABEL_ID_TO_TRAIN_ID, NUM_CLASSES
 from seg_jax.errors import ConfigError, DataError
+from seg_jax.files import write_atomically
 
 SHUFFLE_STREAM, AUGMENT_STREAM = 0, 1
 COUNTS_FILE = 'seg_jax_class_counts_{split}.json'
@@ -171,10 +172,7 @@ def class_pixel_counts(config: ml_collections.ConfigDict, split_name: str = 'tra
               'class_names': CLASS_NAMES, 'counts': counts[:NUM_CLASSES].tolist(),
               'void': int(counts[NUM_CLASSES])}
     try:
-        temporary = f'{path}.tmp{os.getpid()}'
-        with open(temporary, 'w') as f:
-            json.dump(record, f)
-        os.replace(temporary, path)
+        write_atomically(path, json.dumps(record).encode())
     except OSError:
         pass  # a read-only data folder: the counts are simply recomputed next time
     return counts[:NUM_CLASSES]

@@ -33,6 +33,7 @@ from PIL import Image
 
 from seg_jax.data.labels import LABEL_IDS, NUM_LABEL_IDS
 from seg_jax.errors import DataError
+from seg_jax.files import write_atomically
 
 SPLITS = ('train', 'val', 'test')
 # Real Cityscapes city names; examples go round-robin over a split's cities.
@@ -775,15 +776,6 @@ def png_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format='PNG', compress_level=1)
     return buffer.getvalue()
-
-
-def write_atomically(path: pathlib.Path, data: bytes) -> None:
-    """Writes to a temporary name beside ``path`` and renames, so no half-written file ever
-    carries the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f'.{path.name}.partial')
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 def colour_label(label_ids: np.ndarray) -> np.ndarray:
