@@ -29,7 +29,7 @@ def make_eval_step(model):
     def step(variables, batch):
         logits = model.apply(variables, batch['image'], train=False)['out']
         labels = jnp.where(batch['mask'][:, None, None], batch['label'], IGNORE_LABEL)
-        predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        predictions = metrics.predictions_from_logits(logits)
         valid = jnp.sum(labels != IGNORE_LABEL)
         loss_sum = losses.cross_entropy(logits, labels) * valid
         confusion = metrics.confusion_matrix(predictions, labels, batch['mask'])

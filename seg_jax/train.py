@@ -10,6 +10,7 @@ A run is a pure function of (config, step): data order and augmentation follow (
 checkpointed, so stopping and resuming continues the same trajectory.
 """
 
+import functools
 import time
 from typing import Callable
 
@@ -20,9 +21,10 @@ import numpy as np
 import optax
 from absl import logging
 
-from seg_jax import checkpoints, evaluate, losses, optim, parallel, reporting
+from seg_jax import checkpoints, evaluate, losses, metrics, optim, parallel, reporting
 from seg_jax.data import pipeline
 from seg_jax.data.cityscapes import open_split
+from seg_jax.data.labels import IGNORE_LABEL
 from seg_jax.errors import SegJaxError
 from seg_jax.models import build_model
 from seg_jax.state import TrainState, create_train_state
@@ -55,15 +57,15 @@ def make_train_step(loss_config: ml_collections.ConfigDict, class_weights: np.nd
         (loss, (terms, logits, batch_stats)), grads = jax.value_and_grad(
             loss_fn, has_aux=True)(state.params)
         new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-        valid = batch['label'] != 255
-        correct = (jnp.argmax(logits, -1) == batch['label']) & valid
-        metrics = {**terms, 'loss': loss, 'learning_rate': schedule(state.step),
-                   'pixel_accuracy': correct.sum() / jnp.maximum(valid.sum(), 1)}
+        valid = batch['label'] != IGNORE_LABEL
+        correct = (metrics.predictions_from_logits(logits) == batch['label']) & valid
+        logged = {**terms, 'learning_rate': schedule(state.step),
+                  'pixel_accuracy': correct.sum() / jnp.maximum(valid.sum(), 1)}
         finite = jnp.isfinite(loss)
         # Steps are numbered from 1, as the loop and the logs number them.
         first_nonfinite = jnp.where((first_nonfinite < 0) & ~finite, state.step + 1,
                                     first_nonfinite)
-        return new_state, metrics, first_nonfinite
+        return new_state, logged, first_nonfinite
 
     return jax.jit(step, donate_argnums=(0,))
 
@@ -93,11 +95,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     class_weights = losses.resolve_class_weights(
         config.loss, lambda: pipeline.class_pixel_counts(config))
     tx, schedule = optim.build_optimizer(config, total_steps, steps_per_epoch)
-    state = create_train_state(model, tx, tuple(config.data.crop_size), config.seed, mesh)
-
+    new_state = functools.partial(create_train_state, model, tx, tuple(config.data.crop_size),
+                                  config.seed, mesh)
     checkpointer = checkpoints.Checkpointer(f'{workdir}/checkpoints', keep=config.keep_checkpoints)
-    if checkpointer.latest_step() is not None:
-        state = checkpointer.restore(state, 'latest')
+    if checkpointer.latest_step() is None:
+        state = new_state()
+    else:  # restored straight into the abstract state: nothing is initialised only to be replaced
+        state = checkpointer.restore(jax.eval_shape(new_state), 'latest')
         logging.info('Resumed from step %d in %s.', int(state.step), workdir)
     start_step = int(jax.device_get(state.step))
 
@@ -111,8 +115,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     pending, last_log = [], time.perf_counter()
     try:
         for step in range(start_step + 1, total_steps + 1):
-            state, metrics, first_nonfinite = train_step(state, next(batches), first_nonfinite)
-            pending.append(metrics)
+            state, step_metrics, first_nonfinite = train_step(state, next(batches), first_nonfinite)
+            pending.append(step_metrics)
             if step % config.log_every_steps == 0 or step == total_steps:
                 _check_finite(first_nonfinite, checkpointer.directory)
                 means = {k: float(np.mean([m[k] for m in jax.device_get(pending)]))
