@@ -17,7 +17,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from seg_jax.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from seg_jax.data.labels import (
-    CLASS_NAMES, COURSE_CLASS_IDS, COURSE_CLASSES, NUM_CLASSES, PALETTE)
+    CLASS_NAMES, COURSE_CLASS_IDS, COURSE_CLASSES, PALETTE)
 from seg_jax.errors import ShapeError
 from seg_jax.files import write_atomically
 
@@ -80,17 +80,6 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The metrics that are single numbers (mIoU, pixel accuracy, loss, ...), as floats."""
     return {key: float(value) for key, value in metrics.items()
             if not isinstance(value, Mapping) and np.ndim(value) == 0}
-
-
-def by_class_name(values: Sequence[float] | np.ndarray) -> dict[str, float]:
-    """Per-class values in train-id order, keyed by class name."""
-    return dict(zip(CLASS_NAMES, np.asarray(values, np.float64).tolist(), strict=True))
-
-
-def per_class_metrics(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """The metrics with one value per class ('iou', 'seed_iou', ...), each keyed by class name."""
-    return {key: by_class_name(value) for key, value in metrics.items()
-            if np.shape(value) == (NUM_CLASSES,)}
 
 
 def _percent(value: float) -> str:
@@ -311,7 +300,8 @@ class Reporter:
             return table
         step = int(step)
         scalars = scalar_metrics(metrics)
-        per_class = per_class_metrics(metrics)
+        # compute_metrics already keys the per-class values by class name.
+        per_class = {'iou': metrics['iou_by_class'], 'seed_iou': metrics['seed_iou_by_class']}
         class_iou = {f'iou/{name}': value for name, value in per_class['iou'].items()}
         self._append_history({'step': step, 'kind': 'eval', 'split': split, **scalars,
                               **class_iou})

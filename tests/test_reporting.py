@@ -26,7 +26,9 @@ def fake_metrics(scale: float = 1.0) -> dict:
     return {'miou': float(np.nanmean(iou)), 'pixel_accuracy': 0.921 * scale,
             'mean_class_accuracy': 0.634, 'fw_iou': 0.857, 'seed_miou': float(np.nanmean(seed_iou)),
             'iou': iou, 'seed_iou': seed_iou,
-            'iou_by_class': dict(zip(CLASS_NAMES, iou.tolist(), strict=True)), 'loss': 0.75}
+            'iou_by_class': dict(zip(CLASS_NAMES, iou.tolist(), strict=True)),
+            'seed_iou_by_class': dict(zip(CLASS_NAMES, seed_iou.tolist(), strict=True)),
+            'loss': 0.75}
 
 
 def fake_confusion() -> np.ndarray:
