@@ -9,8 +9,6 @@ import os
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-from jax.experimental import multihost_utils
 
 from seg_jax import checkpoints, losses, metrics, optim, parallel, reporting
 from seg_jax.data import pipeline
@@ -18,24 +16,27 @@ from seg_jax.data.cityscapes import open_split
 from seg_jax.data.labels import IGNORE_LABEL
 from seg_jax.errors import CheckpointError
 from seg_jax.models import build_model
-from seg_jax.state import create_train_state
+from seg_jax.state import TrainState, abstract_train_state
 
 
-def make_eval_step(model):
-    """``step(variables, batch) -> (confusion, loss_sum, valid_pixels, predictions)``.
+def make_eval_step(model, mesh: jax.sharding.Mesh):
+    """``step(variables, batch) -> (totals, predictions)``, jitted over ``mesh``.
 
-    Padded examples (``mask`` False) become all-void, so they count in nothing.
+    ``totals`` (confusion matrix, loss sum, labelled pixels, images) are replicated; the
+    predictions stay sharded like the batch, so each process can read its own rows. Padded
+    examples (``mask`` False) become all-void, so they count in nothing.
     """
     def step(variables, batch):
         logits = model.apply(variables, batch['image'], train=False)['out']
         labels = jnp.where(batch['mask'][:, None, None], batch['label'], IGNORE_LABEL)
         predictions = metrics.predictions_from_logits(logits)
         valid = jnp.sum(labels != IGNORE_LABEL)
-        loss_sum = losses.cross_entropy(logits, labels) * valid
-        confusion = metrics.confusion_matrix(predictions, labels, batch['mask'])
-        return confusion, loss_sum, valid, predictions
+        totals = {'confusion': metrics.confusion_matrix(predictions, labels, batch['mask']),
+                  'loss_sum': losses.cross_entropy(logits, labels) * valid,
+                  'valid': valid, 'images': jnp.sum(batch['mask'])}
+        return totals, predictions
 
-    return jax.jit(step)
+    return jax.jit(step, out_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)))
 
 
 class Evaluator:
@@ -43,49 +44,58 @@ class Evaluator:
 
     def __init__(self, config: ml_collections.ConfigDict, model, mesh: jax.sharding.Mesh):
         self.config, self.mesh = config, mesh
-        self.step = make_eval_step(model)
+        self.step = make_eval_step(model, mesh)
 
     def evaluate(self, state, split: str, reporter: reporting.Reporter, step: int) -> dict:
+        """Metrics of ``split``; every process must call it (the batches span all of them)."""
         variables = {'params': state.params, 'batch_stats': state.batch_stats}
-        confusion, loss_sum, valid, sample = None, 0.0, 0, None
+        confusion, loss_sum, valid, images, sample = None, 0.0, 0, 0, None
         for host_batch in pipeline.build_input(self.config, split):
-            batch = parallel.global_batch(host_batch, self.mesh)
-            batch_confusion, batch_loss, batch_valid, predictions = self.step(variables, batch)
-            confusion = metrics.accumulate(confusion, batch_confusion)
-            loss_sum += float(batch_loss)
-            valid += int(batch_valid)
-            if sample is None:
+            totals, predictions = self.step(variables, parallel.global_batch(host_batch,
+                                                                             self.mesh))
+            confusion = metrics.accumulate(confusion, totals['confusion'])
+            loss_sum += float(totals['loss_sum'])
+            valid += int(totals['valid'])
+            images += int(totals['images'])
+            if sample is None:  # this process's first images, for the prediction figure
                 sample = (host_batch['image'], host_batch['label'],
-                          np.asarray(multihost_utils.process_allgather(predictions, tiled=True)))
+                          parallel.local_rows(predictions))
         results = metrics.compute_metrics(confusion)
         results['loss'] = loss_sum / max(valid, 1)
+        results['num_images'] = images
         table = reporter.log_eval(step, split, results, confusion)
         reporter.save_predictions(step, *sample)
         if reporter.enabled:
-            print(f'Step {step}, {split} ({valid:,} labelled pixels):\n{table}', flush=True)
+            print(f'Step {step}, {split} ({images} images, {valid:,} labelled pixels):\n{table}',
+                  flush=True)
         return results
+
+
+def restore_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str,
+                       mesh: jax.sharding.Mesh) -> TrainState:
+    """The state saved in ``workdir`` as ``which`` ('latest', 'best' or a step), replicated over
+    ``mesh``, whatever number of processes and devices wrote it."""
+    checkpoint_dir = os.path.join(workdir, 'checkpoints')
+    if not os.path.isdir(checkpoint_dir):  # checked first: opening a Checkpointer creates it
+        raise CheckpointError(f'No checkpoint in {checkpoint_dir}; train first, or pass the '
+                              '--workdir of a run that has trained.')
+    model = build_model(config.model)
+    # The optimiser shapes the state to restore into, so it is built as training built it.
+    tx, _ = optim.build_optimizer(
+        config, *optim.training_length(config, open_split(config.data, 'train').size))
+    target = abstract_train_state(model, tx, tuple(config.data.crop_size), config.seed, mesh)
+    with checkpoints.Checkpointer(checkpoint_dir, keep=config.keep_checkpoints) as ckpt:
+        return ckpt.restore(target, int(which) if which.isdigit() else which)
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """``--mode eval``: restores ``config.eval.checkpoint`` from ``workdir`` and evaluates it."""
     parallel.check_batch_size(config.eval.batch_size, 'config.eval.batch_size')
-    checkpoint_dir = os.path.join(workdir, 'checkpoints')
-    if not os.path.isdir(checkpoint_dir):  # checked first: opening a Checkpointer creates it
-        raise CheckpointError(f'No checkpoint in {checkpoint_dir}; train first, or pass the '
-                              '--workdir of a run that has trained.')
     mesh = parallel.data_mesh()
-    model = build_model(config.model)
-    # The optimiser shapes the state to restore into, so it is built as training built it.
-    tx, _ = optim.build_optimizer(
-        config, *optim.training_length(config, open_split(config.data, 'train').size))
-    target = jax.eval_shape(lambda: create_train_state(
-        model, tx, tuple(config.data.crop_size), config.seed, mesh))
-    with checkpoints.Checkpointer(checkpoint_dir, keep=config.keep_checkpoints) as ckpt:
-        which = str(config.eval.checkpoint)
-        state = ckpt.restore(target, int(which) if which.isdigit() else which)
+    state = restore_checkpoint(config, workdir, str(config.eval.checkpoint), mesh)
     reporter = reporting.Reporter(workdir, enabled=jax.process_index() == 0)
     step = int(jax.device_get(state.step))
-    results = Evaluator(config, model, mesh).evaluate(state, config.eval.split, reporter, step)
+    evaluator = Evaluator(config, build_model(config.model), mesh)
+    results = evaluator.evaluate(state, config.eval.split, reporter, step)
     reporter.close()
     return results
-

@@ -1,20 +1,25 @@
 """Command-line entry point: ``python -m seg_jax.main --config configs/NAME.py --mode MODE``."""
 
 import json
+import os
 import sys
 
+import jax
 import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
+from seg_jax import distributed
 from seg_jax.errors import SegJaxError
 from seg_jax.summary import model_summary
 
 
 def print_summary(config: ml_collections.ConfigDict, workdir: str | None) -> None:
-    """``--mode summary``: one JSON object on stdout (logs go to stderr)."""
+    """``--mode summary``: one JSON object on stdout (logs go to stderr), from process 0."""
     del workdir  # nothing is written
-    print(json.dumps(model_summary(config)))
+    summary = model_summary(config)
+    if jax.process_index() == 0:
+        print(json.dumps(summary))
 
 
 def _require_workdir(workdir: str | None, mode: str) -> str:
@@ -46,6 +51,31 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs an
 _MODE = flags.DEFINE_enum('mode', 'train', MODES, 'What to do with the configured model.')
 
 
+def _environment_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value and value.strip().isdigit() else None
+
+
+# A multi-process job: the same command in every process, with these set explicitly (plain
+# machines; launch/local_multiprocess.sh) or detected by JAX (Cloud TPU, SLURM, Open MPI).
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', os.environ.get('JAX_COORDINATOR_ADDRESS'),
+    'HOST:PORT of process 0 of a multi-process job (env JAX_COORDINATOR_ADDRESS).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', _environment_int('JAX_NUM_PROCESSES'),
+    'Number of processes of a multi-process job (env JAX_NUM_PROCESSES).')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', _environment_int('JAX_PROCESS_ID'),
+    'This process\'s index, 0..num_processes-1 (env JAX_PROCESS_ID).')
+_DISTRIBUTED = flags.DEFINE_enum(
+    'distributed', 'auto', ('auto', 'off'),
+    'auto: join a job named by the flags above or detected by JAX in the cluster environment '
+    '(Cloud TPU, SLURM, Open MPI); off: always a single process.')
+_DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
+    'distributed_timeout', 300, 'Seconds to wait for every process of the job to join.',
+    lower_bound=1)
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with a one-line error for a ``--config.`` override of a field the
     config does not have (ml_collections raises a bare AttributeError from deep inside)."""
@@ -69,6 +99,11 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f'--mode {_MODE.value} is not available yet in this version of '
                              f'seg_jax; available: {", ".join(sorted(AVAILABLE))}.')
     try:
+        if _DISTRIBUTED.value == 'auto':
+            distributed.initialize(
+                coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                process_id=_PROCESS_ID.value, timeout_s=_DISTRIBUTED_TIMEOUT.value)
+        distributed.check_same_run(_CONFIG.value, mode=_MODE.value, workdir=_WORKDIR.value)
         AVAILABLE[_MODE.value](_CONFIG.value, _WORKDIR.value)
     except SegJaxError as error:
         sys.exit(f'error: {error}')

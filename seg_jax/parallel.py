@@ -43,6 +43,13 @@ def global_batch(host_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax
             for name, value in host_batch.items() if value.dtype.kind in 'biuf'}
 
 
+def local_rows(array: jax.Array) -> np.ndarray:
+    """The rows of a batch-sharded global array that this process holds, in batch order: the
+    inverse of ``global_batch`` for one field, with no transfer between processes."""
+    shards = sorted(array.addressable_shards, key=lambda shard: shard.index[0].start or 0)
+    return np.concatenate([np.asarray(shard.data) for shard in shards])
+
+
 def prefetch_to_devices(batches: Iterable[dict[str, np.ndarray]], mesh: Mesh,
                         size: int = 2) -> Iterator[dict[str, jax.Array]]:
     """Keeps ``size`` batches in flight to the devices, so transfers overlap the step."""

@@ -19,11 +19,7 @@ class TrainState(train_state.TrainState):
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
                        crop_size: tuple[int, int], seed: int,
                        mesh: jax.sharding.Mesh) -> TrainState:
-    """Initialises the state directly on the devices, replicated, with no host copy.
-
-    Under ``jax.eval_shape`` it gives the abstract state (shapes, dtypes, shardings) that a
-    checkpoint restores into.
-    """
+    """Initialises the state directly on the devices, replicated, with no host copy."""
     def init(rng):
         images = jnp.zeros((1, *crop_size, 3), jnp.float32)
         variables = model.init(rng, images, train=False)
@@ -31,3 +27,18 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
                                  batch_stats=variables.get('batch_stats', {}))
 
     return jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.key(seed))
+
+
+def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation,
+                         crop_size: tuple[int, int], seed: int,
+                         mesh: jax.sharding.Mesh) -> TrainState:
+    """The state ``create_train_state`` would make, as shapes, dtypes and shardings only: what
+    a checkpoint restores into, on ``mesh`` whatever mesh wrote it. Nothing is computed.
+
+    The sharding is set on every leaf: ``jax.eval_shape`` leaves it out on one device, and
+    orbax would then fall back to the writer's device layout.
+    """
+    shapes = jax.eval_shape(lambda: create_train_state(model, tx, crop_size, seed, mesh))
+    sharding = parallel.replicated(mesh)
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                          sharding=sharding), shapes)

@@ -10,7 +10,6 @@ A run is a pure function of (config, step): data order and augmentation follow (
 checkpointed, so stopping and resuming continues the same trajectory.
 """
 
-import functools
 import time
 from typing import Callable
 
@@ -27,7 +26,7 @@ from seg_jax.data.cityscapes import open_split
 from seg_jax.data.labels import IGNORE_LABEL
 from seg_jax.errors import SegJaxError
 from seg_jax.models import build_model
-from seg_jax.state import TrainState, create_train_state
+from seg_jax.state import TrainState, abstract_train_state, create_train_state
 
 
 class NonFiniteLossError(SegJaxError, FloatingPointError):
@@ -95,13 +94,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     class_weights = losses.resolve_class_weights(
         config.loss, lambda: pipeline.class_pixel_counts(config))
     tx, schedule = optim.build_optimizer(config, total_steps, steps_per_epoch)
-    new_state = functools.partial(create_train_state, model, tx, tuple(config.data.crop_size),
-                                  config.seed, mesh)
+    state_arguments = (model, tx, tuple(config.data.crop_size), config.seed, mesh)
     checkpointer = checkpoints.Checkpointer(f'{workdir}/checkpoints', keep=config.keep_checkpoints)
     if checkpointer.latest_step() is None:
-        state = new_state()
+        state = create_train_state(*state_arguments)
     else:  # restored straight into the abstract state: nothing is initialised only to be replaced
-        state = checkpointer.restore(jax.eval_shape(new_state), 'latest')
+        state = checkpointer.restore(abstract_train_state(*state_arguments), 'latest')
         logging.info('Resumed from step %d in %s.', int(state.step), workdir)
     start_step = int(jax.device_get(state.step))
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from conftest import REPO, load_config
+import tiny_config as tiny_config_file
+from conftest import REPO
 from seg_jax import evaluate, optim, parallel, train
 from seg_jax.data import pipeline
 from seg_jax.errors import ConfigError
@@ -19,18 +20,10 @@ from seg_jax.state import create_train_state
 
 
 def tiny_config(data_dir: str, steps: int = 8):
-    """configs/demo.py shrunk: 64x128 synthetic images, a 1/8-width U-Net, a few steps."""
-    config = load_config('demo')
+    """tests/tiny_config.py on ``data_dir``, for ``steps`` steps (eval at the end)."""
+    config = tiny_config_file.get_config()
     config.data.dir = data_dir
-    config.data.synthetic.update(dict(num_train=16, num_val=6, num_test=1, height=64,
-                                      width=128))
-    config.data.crop_size = (64, 128)
-    config.model.width = 0.125
-    config.global_batch_size = 8
-    config.eval.batch_size = 8
     config.num_train_steps = steps
-    config.schedule.warmup_steps = 0
-    config.log_every_steps = 2
     config.eval_every_steps = steps
     config.checkpoint_every_steps = steps // 2
     return config

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from seg_jax.data.labels import NUM_LABEL_IDS
 from seg_jax.errors import DataError
+from seg_jax.files import folder_lock
 
 # seg_jax / TFDS split names -> Cityscapes folder names.
 SPLIT_FOLDERS = {'train': 'train', 'validation': 'val', 'test': 'test'}
@@ -112,7 +113,13 @@ def tfds_builder(data: ml_collections.ConfigDict):
     """The prepared TFDS builder, built from the zips in ``manual_dir`` on first use."""
     import tensorflow_datasets as tfds  # imported here: it is slow and only this source needs it
     builder = tfds.builder(TFDS_NAME, data_dir=data.tfds_dir, file_format='array_record')
-    if not builder.is_prepared():
+    if builder.is_prepared():
+        return builder
+    # Processes of one job sharing the folder: one builds, the others wait and reuse the build.
+    with folder_lock(builder.data_dir_root):
+        builder = tfds.builder(TFDS_NAME, data_dir=data.tfds_dir, file_format='array_record')
+        if builder.is_prepared():
+            return builder
         manual_dir = os.path.expanduser(
             data.manual_dir or os.path.join(builder.data_dir_root, 'downloads', 'manual'))
         missing = [z for z in ZIPS if not os.path.isfile(os.path.join(manual_dir, z))]

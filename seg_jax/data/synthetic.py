@@ -33,7 +33,7 @@ from PIL import Image
 
 from seg_jax.data.labels import LABEL_IDS, NUM_LABEL_IDS
 from seg_jax.errors import DataError
-from seg_jax.files import write_atomically
+from seg_jax.files import folder_lock, write_atomically
 
 SPLITS = ('train', 'val', 'test')
 # Real Cityscapes city names; examples go round-robin over a split's cities.
@@ -798,11 +798,7 @@ def write_zip(path: pathlib.Path, root: pathlib.Path, members: list[str]) -> Non
 def reuse_existing(output: pathlib.Path, arguments: dict) -> bool:
     """True if ``output`` already holds this exact data set; raises rather than touch a folder
     holding anything else (someone's files, an interrupted run, other arguments)."""
-    if not output.exists():
-        return False
-    if not output.is_dir():
-        raise DataError(f'{output} is a file, not a folder. Pass --output a folder path.')
-    if not any(output.iterdir()):
+    if not output.exists() or not any(output.iterdir()):
         return False
     marker = output / MARKER
     if not marker.exists():
@@ -841,22 +837,27 @@ def generate(output: str | pathlib.Path, *, num_train: int = 24, num_val: int = 
                  'num_train': int(num_train), 'num_val': int(num_val), 'num_test': int(num_test),
                  'height': int(height), 'width': int(width), 'seed': int(seed),
                  'zips': bool(zips)}
-    if reuse_existing(output, arguments):
-        return
-    written = []
-    for split, count in counts.items():
-        for index in range(count):
-            image, label = render_example(seed, split, index, height, width)
-            paths = example_paths(split, index)
-            for key, array in (('image', image), ('label_ids', label),
-                               ('colour', colour_label(label))):
-                write_atomically(output / paths[key], png_bytes(array))
-                written.append(paths[key])
-    if zips:
-        for name, root in (('leftImg8bit_trainvaltest.zip', 'leftImg8bit/'),
-                           ('gtFine_trainvaltest.zip', 'gtFine/')):
-            write_zip(output / name, output, [path for path in written if path.startswith(root)])
-    write_atomically(output / MARKER, (json.dumps(arguments, indent=2) + '\n').encode())
+    if output.exists() and not output.is_dir():
+        raise DataError(f'{output} is a file, not a folder. Pass --output a folder path.')
+    # Processes of one job sharing the folder: one generates, the others wait and reuse it.
+    with folder_lock(output):
+        if reuse_existing(output, arguments):
+            return
+        written = []
+        for split, count in counts.items():
+            for index in range(count):
+                image, label = render_example(seed, split, index, height, width)
+                paths = example_paths(split, index)
+                for key, array in (('image', image), ('label_ids', label),
+                                   ('colour', colour_label(label))):
+                    write_atomically(output / paths[key], png_bytes(array))
+                    written.append(paths[key])
+        if zips:
+            for name, root in (('leftImg8bit_trainvaltest.zip', 'leftImg8bit/'),
+                               ('gtFine_trainvaltest.zip', 'gtFine/')):
+                write_zip(output / name, output,
+                          [path for path in written if path.startswith(root)])
+        write_atomically(output / MARKER, (json.dumps(arguments, indent=2) + '\n').encode())
 
 
 def sample_sheet(path: str | pathlib.Path, *, seed: int = 0, count: int = 4, height: int = 256,
