@@ -8,6 +8,8 @@ Every job here is real: separate Python processes with their own fake CPU device
 import glob
 import json
 import os
+import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -268,3 +270,58 @@ def test_a_single_process_run_needs_no_flags(tmp_path):
                         cwd=tmp_path, devices=1)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)['model'] == 'unet'
+
+
+FAKE_SRUN = '''#!/usr/bin/env bash
+# Stands in for srun: runs the command as 2 tasks of one node, with SLURM's environment.
+while [[ "$1" == --* ]]; do shift; done
+pids=()
+for task in 0 1; do
+  SLURM_JOB_ID=4242 SLURM_NTASKS=2 SLURM_PROCID=$task SLURM_LOCALID=$task \\
+    SLURM_STEP_NODELIST=localhost SLURM_STEP_NUM_NODES=1 "$@" > "task$task.log" 2>&1 &
+  pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+exit $status
+'''
+
+
+def test_the_slurm_script_joins_the_job_slurm_describes(tmp_path):
+    # No coordinator flags: JAX's cluster detection reads the (fake) srun's SLURM variables.
+    srun = tmp_path / 'bin' / 'srun'
+    srun.parent.mkdir()
+    srun.write_text(FAKE_SRUN)
+    srun.chmod(0o755)
+    environment = job_environment(2)
+    environment.update(PATH=f'{srun.parent}:{environment["PATH"]}',
+                       JAX_COORDINATOR_PORT=str(free_port()), SLURM_SUBMIT_DIR=str(tmp_path))
+    result = subprocess.run(
+        ['bash', str(REPO / 'launch' / 'slurm_gpu.sbatch'),
+         f'--config={REPO / "tests" / "tiny_config.py"}', '--mode=summary'],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=TIMEOUT_S)
+    logs = [(tmp_path / f'task{task}.log').read_text() for task in (0, 1)]
+    assert result.returncode == 0, '\n'.join(logs)[-5000:]
+    for task, log in enumerate(logs):
+        assert f'Process {task} of 2 joined: 2 local and 4 global devices.' in log
+    assert '"model": "unet"' in logs[0] and '"model"' not in logs[1]
+
+
+def test_the_tpu_script_runs_the_same_command_on_every_worker(tmp_path):
+    result = subprocess.run(
+        [str(REPO / 'launch' / 'tpu_vm.sh'), 'my-tpu', 'us-central2-b',
+         '--config=configs/deeplabv3_r50.py', '--workdir=/mnt/shared/a run'],
+        env=dict(os.environ, DRY_RUN='1', STEPS='install,run'), cwd=tmp_path,
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    install, run = result.stdout.splitlines()
+    for command in (install, run):
+        assert command.startswith('gcloud compute tpus tpu-vm ssh my-tpu --zone=us-central2-b '
+                                  '--worker=all --command ')
+    jax_version = re.search(r'^jax==(\S+)$', (REPO / 'requirements.txt').read_text(),
+                            flags=re.MULTILINE).group(1)
+    assert f"pip install -q 'jax[tpu]=={jax_version}'" in shlex.split(install)[-1]
+    # The flags reach every worker's seg_jax.main intact, spaces included.
+    remote_command = shlex.split(shlex.split(run)[-1])
+    assert remote_command[-3:] == ['seg_jax.main', '--config=configs/deeplabv3_r50.py',
+                                   '--workdir=/mnt/shared/a run']

@@ -205,3 +205,17 @@ def test_command_line_writes_the_layout_and_refuses_to_overwrite(tmp_path):
     refused = subprocess.run(command[:-1] + ['6'], capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and 'seed' in refused.stderr
     assert 'Traceback' not in refused.stderr
+
+
+def test_processes_generating_the_same_folder_at_once_share_one_generation(tmp_path):
+    # The processes of a multi-process job all ask for the data at start-up: one generates
+    # under a lock on the folder, the others wait and reuse it instead of refusing a folder
+    # that is being written.
+    command = [sys.executable, '-m', 'seg_jax.data.synthetic', '--output', str(tmp_path / 'cs'),
+               '--num-train', '6', '--num-val', '2', '--num-test', '0', '--height', '64',
+               '--width', '128']
+    processes = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    errors = [process.communicate(timeout=120)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], errors
+    synthetic.generate(tmp_path / 'alone', num_train=6, num_val=2, num_test=0, **SIZE)
+    assert files_under(tmp_path / 'cs') == files_under(tmp_path / 'alone')

@@ -21,7 +21,7 @@ from seg_jax.data import augment
 from seg_jax.data.cityscapes import Split, open_split
 from seg_jax.data.labels import CLASS_NAMES, IGNORE_LABEL, LABEL_ID_TO_TRAIN_ID, NUM_CLASSES
 from seg_jax.errors import ConfigError, DataError
-from seg_jax.files import write_atomically
+from seg_jax.files import folder_lock, write_atomically
 
 SHUFFLE_STREAM, AUGMENT_STREAM = 0, 1
 COUNTS_FILE = 'seg_jax_class_counts_{split}.json'
@@ -158,21 +158,24 @@ def class_pixel_counts(config: ml_collections.ConfigDict, split_name: str = 'tra
 
     Counted once and cached as JSON beside the data; the cache is reused while the split has
     the same number of examples. If the data folder is read-only the counts are not cached.
+    Processes counting the same folder at once take turns, so only the first one counts.
     """
     split = open_split(config.data, split_name)
     path = os.path.join(split.location, COUNTS_FILE.format(split=split_name))
-    if os.path.isfile(path):
-        with open(path) as f:
-            cached = json.load(f)
-        if cached.get('num_examples') == split.size and cached.get('source') == split.source:
-            return np.asarray(cached['counts'], np.int64)
-    with named_data_errors():
-        counts = _count_pixels(split)
-    record = {'source': split.source, 'split': split_name, 'num_examples': split.size,
-              'class_names': CLASS_NAMES, 'counts': counts[:NUM_CLASSES].tolist(),
-              'void': int(counts[NUM_CLASSES])}
-    try:
-        write_atomically(path, json.dumps(record).encode())
-    except OSError:
-        pass  # a read-only data folder: the counts are simply recomputed next time
+    # The processes of a job sharing the data folder: one counts, the others reuse its counts.
+    with folder_lock(split.location):
+        if os.path.isfile(path):
+            with open(path) as f:
+                cached = json.load(f)
+            if cached.get('num_examples') == split.size and cached.get('source') == split.source:
+                return np.asarray(cached['counts'], np.int64)
+        with named_data_errors():
+            counts = _count_pixels(split)
+        record = {'source': split.source, 'split': split_name, 'num_examples': split.size,
+                  'class_names': CLASS_NAMES, 'counts': counts[:NUM_CLASSES].tolist(),
+                  'void': int(counts[NUM_CLASSES])}
+        try:
+            write_atomically(path, json.dumps(record).encode())
+        except OSError:
+            pass  # a read-only data folder: the counts are simply recomputed next time
     return counts[:NUM_CLASSES]
