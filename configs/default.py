@@ -27,6 +27,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.aux_head = False  # deeplabv3: FCN head on layer3, used in training only
     config.model.dual_aspp = False  # resnet_aspp: second ASPP on layer3, logits summed
     config.model.aspp_dropout = 0.0  # course ASPP: dropout after the atrous branches
+    # A torchvision state dict (.safetensors, or .pth with torch installed) to start from:
+    # ImageNet ResNet-18/34/50/101 or VGG-16-BN for the backbone, or a whole deeplabv3_resnet50/
+    # 101 (model deeplabv3) or fcn_resnet50/101 (model fcn_resnet). See seg_jax/pretrained.py.
+    config.model.pretrained = placeholder(str)
 
     config.data = ml_collections.ConfigDict()
     # 'tfds' (built from the two official zips) | 'folder' (extracted leftImg8bit/ + gtFine/)

@@ -20,7 +20,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from seg_jax import checkpoints, evaluate, losses, metrics, optim, parallel, reporting
+from seg_jax import (checkpoints, evaluate, losses, metrics, optim, parallel, pretrained,
+                     reporting)
 from seg_jax.data import pipeline
 from seg_jax.data.cityscapes import open_split
 from seg_jax.data.labels import IGNORE_LABEL
@@ -98,6 +99,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     checkpointer = checkpoints.Checkpointer(f'{workdir}/checkpoints', keep=config.keep_checkpoints)
     if checkpointer.latest_step() is None:
         state = create_train_state(*state_arguments)
+        if config.model.pretrained:  # a resumed run has them in its checkpoint
+            state, load_report = pretrained.load_into_state(state, config.model, mesh)
+            if is_main:
+                print(load_report.summary(), flush=True)
+        elif config.model.backbone:
+            logging.warning('config.model.pretrained is not set: the %s backbone starts from '
+                            'random weights. Published results start from ImageNet weights; '
+                            'see README, "Pretrained weights".', config.model.backbone)
     else:  # restored straight into the abstract state: nothing is initialised only to be replaced
         state = checkpointer.restore(abstract_train_state(*state_arguments), 'latest')
         logging.info('Resumed from step %d in %s.', int(state.step), workdir)

@@ -26,12 +26,13 @@ from seg_jax import evaluate, parallel
 from seg_jax.data.labels import IGNORE_LABEL, LABEL_ID_TO_TRAIN_ID
 
 LAUNCHER = REPO / 'launch' / 'local_multiprocess.sh'
+TINY_CONFIG = f'--config={REPO / "tests" / "tiny_config.py"}'
 TIMEOUT_S = 600  # a hung job fails the test instead of the whole suite
 NUM_VAL = 7  # not a multiple of the eval batch (4), nor of the process count (2)
 STEPS = 3
 # Tiny config, SGD (Adam's normalisation amplifies reduction-order noise in near-zero
 # gradients), a checkpoint after every step, eval at the end.
-TRAIN_FLAGS = (f'--config={REPO / "tests" / "tiny_config.py"}',
+TRAIN_FLAGS = (TINY_CONFIG,
                f'--config.data.synthetic.num_val={NUM_VAL}', '--config.eval.batch_size=4',
                f'--config.num_train_steps={STEPS}', '--config.checkpoint_every_steps=1',
                f'--config.eval_every_steps={STEPS}', '--config.optimizer.name=sgd',
@@ -195,9 +196,9 @@ def test_local_multiprocess_launcher_runs_the_demo(tmp_path):
 
 def test_a_failing_process_stops_the_whole_local_job(tmp_path):
     # 6 does not split over 2 processes x 2 devices: every process fails before training.
-    result = launch(2, f'--config={REPO / "tests" / "tiny_config.py"}',
-                    f'--workdir={tmp_path / "w"}', f'--config.data.dir={tmp_path / "data"}',
-                    '--config.global_batch_size=6', cwd=tmp_path)
+    result = launch(2, TINY_CONFIG, f'--workdir={tmp_path / "w"}',
+                    f'--config.data.dir={tmp_path / "data"}', '--config.global_batch_size=6',
+                    cwd=tmp_path)
     assert result.returncode == 1
     assert ('config.global_batch_size=6 must be a positive multiple of the number of devices, '
             '4') in result.stdout
@@ -207,7 +208,7 @@ def test_a_failing_process_stops_the_whole_local_job(tmp_path):
 
 def test_processes_with_different_configs_refuse_to_run(tmp_path):
     port = free_port()
-    flags = (f'--config={REPO / "tests" / "tiny_config.py"}', '--mode=summary')
+    flags = (TINY_CONFIG, '--mode=summary')
     processes = [start_process(0, port, *flags, cwd=tmp_path),
                  start_process(1, port, *flags, '--config.model.width=0.25', cwd=tmp_path)]
     outputs = [process.communicate(timeout=TIMEOUT_S) for process in processes]
@@ -218,21 +219,24 @@ def test_processes_with_different_configs_refuse_to_run(tmp_path):
     assert '"parameters"' not in outputs[0][0]  # nothing was summarised
 
 
+def summary_joining(port: int, process_id: int, *flags: str, cwd
+                    ) -> subprocess.CompletedProcess:
+    """``--mode summary`` as process ``process_id`` of 2, alone: the other never comes."""
+    return run_single(TINY_CONFIG, '--mode=summary', f'--coordinator_address=127.0.0.1:{port}',
+                      '--num_processes=2', f'--process_id={process_id}', *flags, cwd=cwd,
+                      devices=1)
+
+
 def test_an_unreachable_coordinator_is_a_clear_error_not_a_hang(tmp_path):
     port = free_port()
-    result = run_single(f'--config={REPO / "tests" / "tiny_config.py"}', '--mode=summary',
-                        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-                        '--process_id=1', '--distributed_timeout=3', cwd=tmp_path, devices=1)
+    result = summary_joining(port, 1, '--distributed_timeout=3', cwd=tmp_path)
     assert result.returncode == 1
     assert (f'process 1 of 2 could not join the job at 127.0.0.1:{port} within 3 s: nothing '
             f'answers at 127.0.0.1:{port}') in result.stderr
 
 
 def test_a_missing_process_is_a_clear_error_not_a_hang(tmp_path):
-    port = free_port()
-    result = run_single(f'--config={REPO / "tests" / "tiny_config.py"}', '--mode=summary',
-                        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-                        '--process_id=0', '--distributed_timeout=3', cwd=tmp_path, devices=1)
+    result = summary_joining(free_port(), 0, '--distributed_timeout=3', cwd=tmp_path)
     assert result.returncode == 1
     assert 'process 0 of 2 could not join' in result.stderr
     assert 'not all 2 processes joined' in result.stderr
@@ -243,9 +247,7 @@ def test_a_taken_coordinator_port_is_a_clear_error(tmp_path):
         taken.bind(('', 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_single(f'--config={REPO / "tests" / "tiny_config.py"}', '--mode=summary',
-                            f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-                            '--process_id=0', cwd=tmp_path, devices=1)
+        result = summary_joining(port, 0, cwd=tmp_path)
     assert result.returncode == 1
     assert f'Process 0 cannot start the coordinator on port {port}' in result.stderr
 
@@ -259,14 +261,14 @@ def test_a_taken_coordinator_port_is_a_clear_error(tmp_path):
      '--process_id=2 must be in 0..1 for --num_processes=2'),
 ])
 def test_incomplete_job_flags_are_clear_errors(tmp_path, flags, message):
-    result = run_single(f'--config={REPO / "tests" / "tiny_config.py"}', '--mode=summary',
+    result = run_single(TINY_CONFIG, '--mode=summary',
                         *flags, cwd=tmp_path, devices=1)
     assert result.returncode == 1
     assert message in result.stderr and 'Traceback' not in result.stderr
 
 
 def test_a_single_process_run_needs_no_flags(tmp_path):
-    result = run_single(f'--config={REPO / "tests" / "tiny_config.py"}', '--mode=summary',
+    result = run_single(TINY_CONFIG, '--mode=summary',
                         cwd=tmp_path, devices=1)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)['model'] == 'unet'
@@ -298,7 +300,7 @@ def test_the_slurm_script_joins_the_job_slurm_describes(tmp_path):
                        JAX_COORDINATOR_PORT=str(free_port()), SLURM_SUBMIT_DIR=str(tmp_path))
     result = subprocess.run(
         ['bash', str(REPO / 'launch' / 'slurm_gpu.sbatch'),
-         f'--config={REPO / "tests" / "tiny_config.py"}', '--mode=summary'],
+         TINY_CONFIG, '--mode=summary'],
         cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=TIMEOUT_S)
     logs = [(tmp_path / f'task{task}.log').read_text() for task in (0, 1)]
     assert result.returncode == 0, '\n'.join(logs)[-5000:]

@@ -68,7 +68,8 @@ def _fixed_architecture(config: ml_collections.ConfigDict, output_stride: int) -
     _require(config, 'backbone', (None,), 'it has no backbone')
     _require(config, 'output_stride', (output_stride,),
              f'its output stride is fixed at {output_stride}')
-    _require(config, 'aux_head', (False,), 'only deeplabv3 has an auxiliary head')
+    _require(config, 'aux_head', (False,),
+             'only deeplabv3 and fcn_resnet have an auxiliary head')
     _require(config, 'dual_aspp', (False,), 'only resnet_aspp has a layer3 ASPP')
 
 
@@ -94,7 +95,8 @@ def _unet_aspp(config: ml_collections.ConfigDict) -> nn.Module:
 def _resnet_deconv(config: ml_collections.ConfigDict) -> nn.Module:
     _require(config, 'output_stride', (DeconvNet.output_stride,),
              'five x2 transposed convs undo exactly an output stride of 32')
-    _require(config, 'aux_head', (False,), 'only deeplabv3 has an auxiliary head')
+    _require(config, 'aux_head', (False,),
+             'only deeplabv3 and fcn_resnet have an auxiliary head')
     _require(config, 'dual_aspp', (False,), 'only resnet_aspp has a layer3 ASPP')
     _require(config, 'aspp_dropout', (0.0,), 'it has no ASPP')
     common = _common(config)
@@ -102,20 +104,25 @@ def _resnet_deconv(config: ml_collections.ConfigDict) -> nn.Module:
 
 
 def _resnet_aspp(config: ml_collections.ConfigDict) -> nn.Module:
-    _require(config, 'aux_head', (False,), 'only deeplabv3 has an auxiliary head')
+    _require(config, 'aux_head', (False,),
+             'only deeplabv3 and fcn_resnet have an auxiliary head')
     common = _common(config)
     return ResNetASPP(_backbone(config, config.output_stride, common),
                       output_stride=config.output_stride, dual=config.dual_aspp,
                       aspp_dropout=config.aspp_dropout, **common)
 
 
-def _deeplabv3(config: ml_collections.ConfigDict) -> nn.Module:
-    _require(config, 'dual_aspp', (False,), 'only resnet_aspp has a layer3 ASPP')
-    _require(config, 'aspp_dropout', (0.0,),
-             "DeepLabv3's head has its own fixed dropout (0.5 after the ASPP projection)")
-    common = _common(config)
-    return DeepLabV3(_backbone(config, config.output_stride, common),
-                     output_stride=config.output_stride, aux_head=config.aux_head, **common)
+def _dilated(head: str) -> Callable[[ml_collections.ConfigDict], nn.Module]:
+    """DeepLabv3 or torchvision's FCN: a dilated backbone with the named head."""
+    def build(config: ml_collections.ConfigDict) -> nn.Module:
+        _require(config, 'dual_aspp', (False,), 'only resnet_aspp has a layer3 ASPP')
+        _require(config, 'aspp_dropout', (0.0,),
+                 f'the {head} head has its own fixed dropout, as torchvision\'s')
+        common = _common(config)
+        return DeepLabV3(_backbone(config, config.output_stride, common),
+                         output_stride=config.output_stride, aux_head=config.aux_head,
+                         head=head, **common)
+    return build
 
 
 MODELS: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {
@@ -124,7 +131,8 @@ MODELS: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {
     'unet_aspp': _unet_aspp,
     'resnet_deconv': _resnet_deconv,
     'resnet_aspp': _resnet_aspp,
-    'deeplabv3': _deeplabv3,
+    'deeplabv3': _dilated('deeplabv3'),
+    'fcn_resnet': _dilated('fcn'),  # torchvision's fcn_resnet50/101
 }
 
 

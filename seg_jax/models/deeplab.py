@@ -1,8 +1,9 @@
-"""DeepLabv3 (SPEC 3.7): dilated backbone -> ASPP head, auxiliary FCN head for training.
+"""DeepLabv3 (SPEC 3.7) and torchvision's FCN: dilated backbone -> head, auxiliary FCN head.
 
-Mirrors torchvision's ``segmentation/deeplabv3.py`` module for module and name for name
-(``backbone``, ``classifier/0/convs/...``, ``classifier/1``, ``aux_classifier/4`` ...), so
-``deeplabv3_resnet50`` weights map onto it by rule.
+Mirrors torchvision's ``segmentation/deeplabv3.py`` and ``segmentation/fcn.py`` module for module
+and name for name (``backbone``, ``classifier/0/convs/...``, ``classifier/1``,
+``aux_classifier/4`` ...), so ``deeplabv3_resnet50`` and ``fcn_resnet50`` weights map onto them
+by rule (``seg_jax.pretrained``).
 """
 
 from typing import Any
@@ -48,29 +49,38 @@ class FCNHead(nn.Module):
         return conv(self.num_classes, 1, use_bias=True, name='4', **kw)(x)
 
 
+HEADS = ('deeplabv3', 'fcn')
+
+
 class DeepLabV3(nn.Module):
     """``{'out': logits}``, plus ``'aux'`` logits from layer3 in training mode when enabled.
 
-    The ASPP head has 256 channels (the 0.65-TFLOP variant of SPEC 8; mmsegmentation's 512-ch
-    head is the 1.1-TFLOP one). Logits are upsampled bilinearly (align_corners=False).
+    ``head='deeplabv3'``: the ASPP head with 256 channels (the 0.65-TFLOP variant of SPEC 8;
+    mmsegmentation's 512-ch head is the 1.1-TFLOP one). ``head='fcn'``: torchvision's
+    ``fcn_resnet50/101``, an FCN head (conv3x3 to C/4 channels) on the same dilated backbone.
+    Logits are upsampled bilinearly (align_corners=False), as torchvision does.
     """
     backbone: nn.Module
     num_classes: int = 19
     output_stride: int = 8
     aux_head: bool = True
+    head: str = 'deeplabv3'
     width: float = 1.0
     initializer: str = 'xavier'
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        check_input(x, self.output_stride, 'DeepLabV3')
+        check_input(x, self.output_stride, 'DeepLabV3' if self.head == 'deeplabv3' else 'FCN')
         size = x.shape[1:3]
         kw = dict(initializer=self.initializer, dtype=self.dtype)
         features = self.backbone(x, train)
-        logits = DeepLabHead(self.num_classes, atrous_rates(self.output_stride),
-                             scaled(256, self.width), name='classifier', **kw)(
-                                 features['out'], train)
+        if self.head == 'deeplabv3':
+            classifier = DeepLabHead(self.num_classes, atrous_rates(self.output_stride),
+                                     scaled(256, self.width), name='classifier', **kw)
+        else:
+            classifier = FCNHead(self.num_classes, name='classifier', **kw)
+        logits = classifier(features['out'], train)
         outputs = {'out': resize_bilinear(logits, size).astype(jnp.float32)}
         # At init the aux head is built whatever `train` is, so its parameters always exist;
         # evaluation neither returns nor computes it.

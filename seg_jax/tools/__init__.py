@@ -1,0 +1,1 @@
+"""Command-line tools: ``python -m seg_jax.tools.<name>``."""
