@@ -27,6 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.aux_head = False  # deeplabv3: FCN head on layer3, used in training only
     config.model.dual_aspp = False  # resnet_aspp: second ASPP on layer3, logits summed
     config.model.aspp_dropout = 0.0  # course ASPP: dropout after the atrous branches
+    # Recompute each block's activations in the backward pass: less memory, ~1/3 more compute.
+    config.model.remat = False
     # A torchvision state dict (.safetensors, or .pth with torch installed) to start from:
     # ImageNet ResNet-18/34/50/101 or VGG-16-BN for the backbone, or a whole deeplabv3_resnet50/
     # 101 (model deeplabv3) or fcn_resnet50/101 (model fcn_resnet). See seg_jax/pretrained.py.
@@ -82,6 +84,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.split = 'validation'
     config.eval.batch_size = 8  # global, like global_batch_size
     config.eval.checkpoint = 'latest'  # --mode eval restores 'latest', 'best' or a step number
+
+    # --mode benchmark (seg_jax/benchmark.py): what is timed, and how long.
+    config.benchmark = ml_collections.ConfigDict()
+    config.benchmark.warmup_steps = 3  # train steps run before timing
+    config.benchmark.steps = 20  # train steps timed
+    config.benchmark.eval_size = (1024, 2048)  # eval images: full Cityscapes resolution
+    config.benchmark.eval_batches = 5  # eval batches timed
+    config.benchmark.input_batches = 20  # input-pipeline batches timed
+    config.benchmark.peak_size = 4096  # side of the square matmul that measures the peak
 
     config.seed = 0
 

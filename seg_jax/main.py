@@ -41,8 +41,15 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str | None) -> None:
     evaluate.evaluate_checkpoint(config, _require_workdir(workdir, 'eval'))
 
 
+def run_benchmark(config: ml_collections.ConfigDict, workdir: str | None) -> None:
+    """``--mode benchmark``: one JSON object per measurement (speed, FLOP/s, memory, input)."""
+    from seg_jax import benchmark
+    benchmark.run_benchmark(config, workdir)
+
+
 MODES = ('train', 'eval', 'predict', 'benchmark', 'summary')
-AVAILABLE = {'summary': print_summary, 'train': run_train, 'eval': run_eval}
+AVAILABLE = {'summary': print_summary, 'train': run_train, 'eval': run_eval,
+             'benchmark': run_benchmark}
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file with get_config(); override fields with '

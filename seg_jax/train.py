@@ -10,9 +10,11 @@ A run is a pure function of (config, step): data order and augmentation follow (
 checkpointed, so stopping and resuming continues the same trajectory.
 """
 
+import dataclasses
 import time
 from typing import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -79,6 +81,30 @@ def _check_finite(first_nonfinite: jax.Array, checkpoint_dir: str) -> None:
             'saved). Lower config.optimizer.learning_rate, add warmup, or check the data.')
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingSetup:
+    """What a training run builds from its config before it has a state: the network, the
+    optimiser and its schedule, the loss's class weights, and the run's length."""
+    model: nn.Module
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    class_weights: np.ndarray | None
+    total_steps: int
+
+
+def training_setup(config: ml_collections.ConfigDict) -> TrainingSetup:
+    """The run's setup; reads the training split's size (and, for class weights computed from
+    them, its pixel counts), so a missing or broken data set fails here, before compiling."""
+    total_steps, steps_per_epoch = optim.training_length(
+        config, open_split(config.data, 'train').size)
+    model = build_model(config.model)
+    losses.check_loss_config(config.loss)
+    class_weights = losses.resolve_class_weights(
+        config.loss, lambda: pipeline.class_pixel_counts(config))
+    tx, schedule = optim.build_optimizer(config, total_steps, steps_per_epoch)
+    return TrainingSetup(model, tx, schedule, class_weights, total_steps)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Trains ``config``'s model in ``workdir``, resuming from its latest checkpoint."""
     parallel.check_batch_size(config.global_batch_size, 'config.global_batch_size')
@@ -88,14 +114,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     reporter = reporting.Reporter(workdir, enabled=is_main)
     reporter.write_config(config)
 
-    total_steps, steps_per_epoch = optim.training_length(
-        config, open_split(config.data, 'train').size)
-    model = build_model(config.model)
-    losses.check_loss_config(config.loss)
-    class_weights = losses.resolve_class_weights(
-        config.loss, lambda: pipeline.class_pixel_counts(config))
-    tx, schedule = optim.build_optimizer(config, total_steps, steps_per_epoch)
-    state_arguments = (model, tx, tuple(config.data.crop_size), config.seed, mesh)
+    setup = training_setup(config)
+    model, total_steps = setup.model, setup.total_steps
+    state_arguments = (model, setup.tx, tuple(config.data.crop_size), config.seed, mesh)
     checkpointer = checkpoints.Checkpointer(f'{workdir}/checkpoints', keep=config.keep_checkpoints)
     if checkpointer.latest_step() is None:
         state = create_train_state(*state_arguments)
@@ -112,7 +133,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         logging.info('Resumed from step %d in %s.', int(state.step), workdir)
     start_step = int(jax.device_get(state.step))
 
-    train_step = make_train_step(config.loss, class_weights, schedule, config.seed)
+    train_step = make_train_step(config.loss, setup.class_weights, setup.schedule, config.seed)
     evaluator = evaluate.Evaluator(config, model, mesh)
     batches = parallel.prefetch_to_devices(
         pipeline.build_input(config, 'train', start_step=start_step), mesh)

@@ -1,8 +1,11 @@
-"""The benchmark scripts run and print well-formed JSON (their numbers are not asserted)."""
+"""The benchmark scripts and --mode benchmark run and print well-formed JSON (speed is never
+asserted: only that the numbers are present and consistent with each other)."""
 
 import json
 import subprocess
 import sys
+
+import pytest
 
 from conftest import REPO
 
@@ -35,3 +38,39 @@ def test_input_pipeline_benchmark_prints_train_and_eval_rates(tmp_path):
     assert rows[0]['output_resolution'] == [32, 64] and rows[1]['output_resolution'] == [64, 128]
     for row in rows:
         assert row['images_per_s'] > 0 and row['images_per_s_per_core'] == row['images_per_s']
+
+
+def test_benchmark_mode_prints_every_measurement_as_json(tmp_path):
+    result = subprocess.run(
+        [sys.executable, '-m', 'seg_jax.main', f'--config={REPO / "tests" / "tiny_config.py"}',
+         '--mode=benchmark', f'--config.data.dir={tmp_path / "data"}',
+         '--config.benchmark.warmup_steps=1', '--config.benchmark.steps=3',
+         '--config.benchmark.eval_size=(128, 256)', '--config.benchmark.eval_batches=2',
+         '--config.benchmark.input_batches=2', '--config.benchmark.peak_size=512'],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = {row['measurement']: row for row in map(json.loads, result.stdout.splitlines())}
+    assert list(rows) == ['peak', 'train_step', 'eval', 'input_pipeline']
+    for row in rows.values():
+        assert row['model'] == 'unet' and row['crop'] == [64, 128]
+        assert row['global_batch'] == 8 and row['compute_dtype'] == 'float32'
+        assert row['device_count'] >= 1 and row['device_kind']
+    peak, step = rows['peak'], rows['train_step']
+    assert peak['matmul_flop_per_s'] > 0 and peak['conv3x3_flop_per_s'] > 0
+    assert step['step_s']['min'] <= step['step_s']['median'] <= step['step_s']['max']
+    assert step['images_per_s'] == pytest.approx(8 / step['step_s']['median'])
+    # A train step costs about three forward passes (forward, and two for the gradients).
+    summary = subprocess.run(
+        [sys.executable, '-m', 'seg_jax.main', f'--config={REPO / "tests" / "tiny_config.py"}',
+         '--mode=summary'], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    forward = json.loads(summary.stdout)['flops_per_image']
+    assert 2 * forward < step['flops_per_image'] < 5 * forward
+    assert step['utilisation_of_matmul_peak'] == pytest.approx(
+        step['flop_per_s'] / (peak['matmul_flop_per_s'] * step['device_count']))
+    assert step['compiled_temp_bytes'] > 0
+    assert (step.get('peak_rss_bytes') or step.get('peak_device_bytes')) > 0
+    evaluation, data = rows['eval'], rows['input_pipeline']
+    assert evaluation['eval_size'] == [128, 256] and evaluation['images_per_s'] > 0
+    assert data['step_images_per_s'] == step['images_per_s']
+    assert data['input_over_step'] == pytest.approx(data['images_per_s'] / step['images_per_s'])
+    assert data['bound_by'] == ('input' if data['input_over_step'] < 1 else 'step')

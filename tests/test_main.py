@@ -83,7 +83,7 @@ def test_invalid_value_is_a_one_line_error(tmp_path):
     assert 'Traceback' not in result.stderr
 
 
-@pytest.mark.parametrize('mode', ['predict', 'benchmark'])
+@pytest.mark.parametrize('mode', ['predict'])
 def test_modes_of_later_issues_say_they_are_not_available(tmp_path, mode):
     result = run_main('--config', str(REPO / 'configs' / 'fcn.py'), '--mode', mode, cwd=tmp_path)
     assert result.returncode != 0

@@ -3,6 +3,9 @@
 Every model is a Flax Linen module called as ``model.apply(variables, images, train=...)`` on
 NHWC float images and returns ``{'out': logits}`` (float32, N x H x W x num_classes, at the
 input size), plus ``'aux'`` logits in training mode for models with an auxiliary head.
+
+``config.remat`` wraps the repeated blocks, the ResNet backbones' residual blocks and the U-Net's
+double convs, in ``nn.remat``; networks with neither (fcn, or a vgg16_bn backbone) reject it.
 """
 
 from typing import Callable
@@ -51,8 +54,14 @@ def _backbone(config: ml_collections.ConfigDict, output_stride: int, common: dic
     if config.backbone not in BACKBONES:
         raise ConfigError(f'config.model.backbone={config.backbone!r} is not known for '
                           f'{config.name}; use one of {sorted(BACKBONES)}.')
-    return BACKBONES[config.backbone](output_stride=output_stride, width=common['width'],
-                                      initializer=common['initializer'], dtype=common['dtype'])
+    kw = dict(output_stride=output_stride, width=common['width'],
+              initializer=common['initializer'], dtype=common['dtype'])
+    if config.backbone == 'vgg16_bn':
+        _require(config, 'remat', (False,), 'its vgg16_bn backbone has no blocks to recompute '
+                 '(only the ResNet backbones and the U-Net do)')
+    else:
+        kw['remat'] = config.remat
+    return BACKBONES[config.backbone](**kw)
 
 
 def _require(config: ml_collections.ConfigDict, field: str, allowed: tuple, why: str) -> None:
@@ -76,6 +85,8 @@ def _fixed_architecture(config: ml_collections.ConfigDict, output_stride: int) -
 def _fcn(config: ml_collections.ConfigDict) -> nn.Module:
     _fixed_architecture(config, DeconvNet.output_stride)
     _require(config, 'aspp_dropout', (0.0,), 'it has no ASPP')
+    _require(config, 'remat', (False,), 'it has no residual or double-conv blocks to recompute '
+             '(only the ResNet backbones and the U-Net do)')
     common = _common(config)
     encoder = FCNEncoder(common['width'], common['initializer'], common['dtype'])
     return DeconvNet(encoder, **common)
@@ -84,12 +95,13 @@ def _fcn(config: ml_collections.ConfigDict) -> nn.Module:
 def _unet(config: ml_collections.ConfigDict) -> nn.Module:
     _fixed_architecture(config, UNet.output_stride)
     _require(config, 'aspp_dropout', (0.0,), 'it has no ASPP (use unet_aspp)')
-    return UNet(**_common(config))
+    return UNet(remat=config.remat, **_common(config))
 
 
 def _unet_aspp(config: ml_collections.ConfigDict) -> nn.Module:
     _fixed_architecture(config, UNet.output_stride)
-    return UNet(aspp=True, aspp_dropout=config.aspp_dropout, **_common(config))
+    return UNet(aspp=True, aspp_dropout=config.aspp_dropout, remat=config.remat,
+                **_common(config))
 
 
 def _resnet_deconv(config: ml_collections.ConfigDict) -> nn.Module:

@@ -4,6 +4,10 @@ The layout and names follow torchvision's ``resnet.py`` (``conv1``, ``bn1``, ``l
 ``layer1/0/downsample/0`` ...; v1.5 puts the stride on the bottleneck's 3x3 conv), so that
 ImageNet weights map onto the parameters key by key. There is no pooling or fc layer: the
 segmentation networks only use the feature maps.
+
+With ``remat=True`` every residual block is wrapped in ``nn.remat`` (``jax.checkpoint``): the
+backward pass recomputes a block's activations from its input instead of keeping them. The
+wrapped block keeps its name, so parameters and checkpoints are the same either way.
 """
 
 from typing import Any
@@ -97,7 +101,11 @@ def _shortcut(x: jax.Array, features: int, strides: int, train: bool, **kw) -> j
 
 
 class ResLayer(nn.Module):
-    """One stage (torchvision's ``layerN``): blocks named ``'0'``, ``'1'``, ..."""
+    """One stage (torchvision's ``layerN``): blocks named ``'0'``, ``'1'``, ...
+
+    ``block`` is called as ``block(...)(x, train)`` with ``train`` positional, so that it may
+    be an ``nn.remat`` of a block class with ``train`` static.
+    """
     block: type[nn.Module]
     planes: int
     num_blocks: int
@@ -123,6 +131,7 @@ class ResNet(nn.Module):
     width: float = 1.0
     initializer: str = 'xavier'
     dtype: Any = jnp.float32
+    remat: bool = False  # recompute each residual block's activations in the backward pass
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
@@ -131,6 +140,9 @@ class ResNet(nn.Module):
                               f'{sorted(DEPTHS)}.')
         kind, blocks_per_stage = DEPTHS[self.depth]
         block = BasicBlock if kind == 'basic' else Bottleneck
+        if self.remat:
+            # ``train`` (argument 2 counting ``self``) picks BN's mode in Python: static.
+            block = nn.remat(block, static_argnums=(2,))
         kw = dict(initializer=self.initializer, dtype=self.dtype)
         x = conv(scaled(64, self.width), 7, strides=2, name='conv1', **kw)(x)
         x = nn.relu(batch_norm(train, self.dtype, name='bn1')(x))

@@ -5,6 +5,10 @@ Decoder, four times: bilinear x2 (align_corners=True) -> conv3x3 C->C/2 -> BN ->
 the encoder feature of the same size, fuse. In the plain U-Net every fuse is two conv-BN-ReLUs
 and a 1x1 conv makes the logits. With ``aspp=True`` the third fuse is ASPP(256->128, h=128) and
 the fourth fuse plus the classifier are one ASPP(128->classes, h=classes) that outputs logits.
+
+With ``remat=True`` every ``DoubleConv`` (the encoder stages and the plain fuses) is wrapped in
+``nn.remat``: its activations are recomputed in the backward pass instead of stored. Names, and
+so parameters and checkpoints, are the same either way.
 """
 
 from typing import Any
@@ -44,18 +48,21 @@ class UNet(nn.Module):
     width: float = 1.0
     initializer: str = 'xavier'
     dtype: Any = jnp.float32
+    remat: bool = False  # recompute each DoubleConv's activations in the backward pass
     output_stride = 16
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
         check_input(x, self.output_stride, 'UNet + ASPP' if self.aspp else 'UNet')
         kw = dict(initializer=self.initializer, dtype=self.dtype)
+        # ``train`` (argument 2 counting ``self``) picks BN's mode in Python: static.
+        double_conv = nn.remat(DoubleConv, static_argnums=(2,)) if self.remat else DoubleConv
         widths = [scaled(c, self.width) for c in ENCODER_WIDTHS]
         skips = []
         for i, features in enumerate(widths):
             if i:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
-            x = DoubleConv(features, first_bn=i > 0, name=f'down{i + 1}', **kw)(x, train)
+            x = double_conv(features, first_bn=i > 0, name=f'down{i + 1}', **kw)(x, train)
             skips.append(x)
         aspp_kw = dict(rates=(6, 12, 18), branch_dropout=self.aspp_dropout,
                        bn_on_1x1=False, **kw)
@@ -71,6 +78,6 @@ class UNet(nn.Module):
                          name=f'fuse{i + 1}', **aspp_kw)(x, train)
                 return {'out': x.astype(jnp.float32)}
             else:
-                x = DoubleConv(features, name=f'fuse{i + 1}', **kw)(x, train)
+                x = double_conv(features, name=f'fuse{i + 1}', **kw)(x, train)
         x = conv(self.num_classes, 1, use_bias=True, name='classifier', **kw)(x)
         return {'out': x.astype(jnp.float32)}
