@@ -31,6 +31,21 @@ def init(model: nn.Module, x: jax.Array):
     return model.init(jax.random.key(1), x, train=False)
 
 
+def probe_gradients(model, variables, x, probe):
+    """Train-mode ``(grads, (outputs, new batch_stats))`` of a random projection of every
+    output (so no parameter can cancel out)."""
+    @jax.jit
+    def run(params, batch_stats):
+        def loss_fn(params):
+            outputs, updates = model.apply(
+                {'params': params, 'batch_stats': batch_stats}, x, train=True,
+                mutable=['batch_stats'], rngs={'dropout': jax.random.key(3)})
+            loss = sum(jnp.sum(out * probe) for out in outputs.values())
+            return loss, (outputs, updates['batch_stats'])
+        return jax.grad(loss_fn, has_aux=True)(params)
+    return run(variables['params'], variables['batch_stats'])
+
+
 @pytest.mark.parametrize('name', CONFIG_NAMES)
 def test_train_step_shapes_gradients_and_batch_stats(name):
     model = tiny_model(name)
@@ -38,18 +53,7 @@ def test_train_step_shapes_gradients_and_batch_stats(name):
     variables = init(model, x)
     probe = jax.random.normal(jax.random.key(2), (BATCH, HEIGHT, WIDTH, CLASSES))
 
-    @jax.jit
-    def loss_and_grads(params, batch_stats):
-        def loss_fn(params):
-            outputs, updates = model.apply(
-                {'params': params, 'batch_stats': batch_stats}, x, train=True,
-                mutable=['batch_stats'], rngs={'dropout': jax.random.key(3)})
-            # A random projection of every output, so no parameter can cancel out.
-            loss = sum(jnp.sum(out * probe) for out in outputs.values())
-            return loss, (outputs, updates['batch_stats'])
-        return jax.grad(loss_fn, has_aux=True)(params)
-
-    grads, (outputs, new_stats) = loss_and_grads(variables['params'], variables['batch_stats'])
+    grads, (outputs, new_stats) = probe_gradients(model, variables, x, probe)
     assert outputs['out'].shape == (BATCH, HEIGHT, WIDTH, CLASSES)
     assert outputs['out'].dtype == jnp.float32
     expected_keys = {'out', 'aux'} if name == 'deeplabv3_r50' else {'out'}
@@ -246,20 +250,9 @@ def test_remat_keeps_parameters_outputs_gradients_and_batch_stats(name):
         assert 'kernel' in variables['params']['backbone']['layer1']['0']['conv1']
     probe = jax.random.normal(jax.random.key(2), (BATCH, HEIGHT, WIDTH, CLASSES))
 
-    def train_step(model):
-        @jax.jit
-        def grads_outputs_stats(params, batch_stats):
-            def loss_fn(params):
-                outputs, updates = model.apply(
-                    {'params': params, 'batch_stats': batch_stats}, x, train=True,
-                    mutable=['batch_stats'], rngs={'dropout': jax.random.key(3)})
-                loss = sum(jnp.sum(out * probe) for out in outputs.values())
-                return loss, (outputs, updates['batch_stats'])
-            return jax.grad(loss_fn, has_aux=True)(params)
-        return grads_outputs_stats(variables['params'], variables['batch_stats'])
-
-    (grads, outputs_stats), (remat_grads, remat_outputs_stats) = (train_step(plain),
-                                                                  train_step(rematted))
+    (grads, outputs_stats), (remat_grads, remat_outputs_stats) = (
+        probe_gradients(plain, variables, x, probe),
+        probe_gradients(rematted, variables, x, probe))
     assert (jax.tree_util.tree_structure(remat_grads)
             == jax.tree_util.tree_structure(grads))
     # Logits and BN statistics come out of the same forward pass (bit-equal on XLA:CPU).
