@@ -94,6 +94,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.benchmark.input_batches = 20  # input-pipeline batches timed
     config.benchmark.peak_size = 4096  # side of the square matmul that measures the peak
 
+    # Continue a run in a workdir whose config.json differs in more than run length, cadence,
+    # data location or benchmark settings (refused by default: it would mix two experiments).
+    config.allow_config_change = False
+
     config.seed = 0
 
     config.lock()

@@ -23,6 +23,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from seg_jax import config_diff
 from seg_jax.errors import ConfigError, SegJaxError
 
 # JAX's deadline is set this much later than the watchdog's, so the watchdog speaks first.
@@ -146,15 +147,6 @@ def initialize(*, coordinator_address: str | None = None, num_processes: int | N
                  jax.device_count())
 
 
-def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
-    if isinstance(tree, dict):
-        flat = {}
-        for key, value in tree.items():
-            flat.update(_flatten(value, f'{prefix}{key}.'))
-        return flat
-    return {prefix[:-1]: tree}
-
-
 def _broadcast_text(text: str) -> str:
     """Process 0's ``text`` on every process."""
     data = np.frombuffer(text.encode(), np.uint8)
@@ -172,21 +164,20 @@ def check_same_run(config: ml_collections.ConfigDict, **arguments: Any) -> None:
     """
     if jax.process_count() == 1:
         return
-    mine = _flatten({'config': config.to_dict(), **arguments})
-    leader = json.loads(_broadcast_text(json.dumps(mine, sort_keys=True, default=str)))
-    mine = json.loads(json.dumps(mine, sort_keys=True, default=str))
-    differences = sorted(key for key in mine.keys() | leader.keys()
-                         if mine.get(key) != leader.get(key))
-    agree = multihost_utils.process_allgather(np.int32(not differences))
+    mine = json.loads(json.dumps({'config': config.to_dict(), **arguments}, sort_keys=True,
+                                 default=str))
+    leader = json.loads(_broadcast_text(json.dumps(mine, sort_keys=True)))
+    changes = config_diff.differences(leader, mine)
+    agree = multihost_utils.process_allgather(np.int32(not changes))
     if agree.all():
         return
     others = ', '.join(str(p) for p in np.flatnonzero(agree == 0))
     detail = ''
-    if differences:
-        listed = '; '.join(f'{key}: {mine.get(key)!r} here, {leader.get(key)!r} on process 0'
-                           for key in differences[:MAX_LISTED_DIFFERENCES])
-        more = len(differences) - MAX_LISTED_DIFFERENCES
-        detail = f' This process differs in {listed}{f"; and {more} more" if more > 0 else ""}.'
+    if changes:
+        listed = '; '.join(changes[:MAX_LISTED_DIFFERENCES])
+        more = len(changes) - MAX_LISTED_DIFFERENCES
+        detail = (f' This process differs (process 0 -> here) in {listed}'
+                  f'{f"; and {more} more" if more > 0 else ""}.')
     raise DistributedError(
         f'Process(es) {others} were started with a different config or flags than process 0.'
         f'{detail} Start every process with the same command (same --config file contents, '

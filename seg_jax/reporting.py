@@ -1,6 +1,7 @@
 """What a training run leaves in its workdir for people to read: config, history, plots.
 
-    workdir/config.json                 the resolved config
+    workdir/config.json                 the resolved config (a replaced one is kept as
+                                        config.replaced_<n>.json)
     workdir/history.jsonl               one JSON object per train / eval event
     workdir/tensorboard/{train,eval}/   the same scalars for TensorBoard
     workdir/eval/{split}_{step}.json    every metric, per-class IoU by name, confusion matrix
@@ -29,6 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
+from seg_jax import config_diff
 from seg_jax.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from seg_jax.data.labels import (
     CLASS_NAMES, COURSE_CLASS_IDS, COURSE_CLASSES, PALETTE)
@@ -36,6 +38,12 @@ from seg_jax.errors import ShapeError
 from seg_jax.files import write_atomically
 
 HISTORY_FILE = 'history.jsonl'
+CONFIG_FILE = 'config.json'
+# Fields a run may change when it continues in its workdir: its length and reporting cadence,
+# where the data lives, and what --mode benchmark times. Anything else would mix experiments.
+CHANGEABLE_FIELDS = ('num_train_steps', 'num_epochs', 'log_every_steps', 'eval_every_steps',
+                     'checkpoint_every_steps', 'keep_checkpoints', 'allow_config_change',
+                     'data.dir', 'data.manual_dir', 'data.tfds_dir', 'benchmark')
 # Rows of the confusion matrix: the 19 train ids, then void ground truth (predicted as a class).
 CONFUSION_ROWS: tuple[str, ...] = CLASS_NAMES + ('void',)
 # Prediction panels are shrunk (by an integer stride, so label colours stay exact) to this width.
@@ -74,6 +82,22 @@ def _eval_json(record: Mapping[str, Any], confusion: np.ndarray) -> str:
     matrix would take 400 lines)."""
     rows = ',\n  '.join(_to_json(row) for row in confusion)
     return _to_json(record, indent=1)[:-2] + f',\n "confusion": [\n  {rows}\n ]\n}}\n'
+
+
+def resolved_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The config as ``config.json`` holds it: plain JSON types, tuples as lists."""
+    return json_safe(json.loads(config.to_json_best_effort()))
+
+
+def config_changes(workdir: str, config: ml_collections.ConfigDict,
+                   ignored: tuple[str, ...] = CHANGEABLE_FIELDS) -> list[str]:
+    """``'field: old -> new'`` for each field where ``config`` differs from the run already in
+    ``workdir`` (none for a new workdir), except fields matching the ``ignored`` prefixes."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return config_diff.differences(json.load(f), resolved_config(config), ignored)
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -272,11 +296,17 @@ class Reporter:
             f.write(_to_json(event) + '\n')
 
     def write_config(self, config: ml_collections.ConfigDict) -> None:
-        """``config.json``: the resolved config (tuples become lists, NaN becomes null)."""
+        """``config.json``: the resolved config (tuples become lists, NaN becomes null). A
+        different config already there is kept as ``config.replaced_<n>.json`` (n = 1, 2, ...)."""
         if not self.enabled:
             return
-        resolved = json.loads(config.to_json_best_effort())
-        write_atomically(self._path('config.json'), _to_json(resolved, indent=2).encode())
+        path = self._path(CONFIG_FILE)
+        if config_changes(self.workdir, config, ignored=()):
+            replaced = 1
+            while os.path.exists(self._path(f'config.replaced_{replaced}.json')):
+                replaced += 1
+            os.replace(path, self._path(f'config.replaced_{replaced}.json'))
+        write_atomically(path, _to_json(resolved_config(config), indent=2).encode())
 
     def log_train(self, step: int, scalars: Mapping[str, float]) -> None:
         """One train event: a history line and TensorBoard scalars under their own names."""

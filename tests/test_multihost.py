@@ -215,7 +215,8 @@ def test_processes_with_different_configs_refuse_to_run(tmp_path):
     assert [process.returncode for process in processes] == [1, 1]
     for _, stderr in outputs:
         assert 'Process(es) 1 were started with a different config or flags' in stderr
-    assert 'config.model.width: 0.25 here, 0.125 on process 0' in outputs[1][1]
+    assert ('differs (process 0 -> here) in config.model.width: 0.125 -> 0.25'
+            in outputs[1][1])
     assert '"parameters"' not in outputs[0][0]  # nothing was summarised
 
 

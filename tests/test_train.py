@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -183,3 +184,32 @@ def test_demo_command_leaves_every_output(data_dir, tmp_path):
     assert list((workdir / 'tensorboard').rglob('events.out.tfevents.*'))
     assert 'building' in result.stdout + result.stderr  # the per-class table was printed
     assert json.loads((workdir / 'config.json').read_text())['model']['name'] == 'unet'
+
+
+def test_a_workdir_refuses_another_experiment_unless_allowed(data_dir, tmp_path):
+    workdir = tmp_path / 'run'
+    train.train_and_evaluate(tiny_config(data_dir, steps=2), str(workdir))
+    written = (workdir / 'config.json').read_text()
+    history = (workdir / 'history.jsonl').read_text()
+    other = tiny_config(data_dir, steps=4)
+    other.optimizer.learning_rate = 1e-4
+    with pytest.raises(ConfigError, match=re.escape(
+            f'{workdir} holds a run with another config (optimizer.learning_rate: 0.003 -> '
+            '0.0001). Continuing it would mix two experiments')):
+        train.train_and_evaluate(other, str(workdir))
+    # Refused before anything was written.
+    assert (workdir / 'config.json').read_text() == written
+    assert (workdir / 'history.jsonl').read_text() == history
+    # Run length, cadence and data location may change: the run continues to step 4.
+    longer = tiny_config(data_dir, steps=4)
+    longer.log_every_steps = 1
+    assert int(train.train_and_evaluate(longer, str(workdir)).step) == 4
+    # Allowed explicitly, the new config is written and the old one kept beside it.
+    other.num_train_steps, other.allow_config_change = 6, True
+    assert int(train.train_and_evaluate(other, str(workdir)).step) == 6
+    assert json.loads((workdir / 'config.json').read_text())['optimizer']['learning_rate'] == 1e-4
+    # Every config it replaced is kept, in order: the 2-step run's, then the 4-step run's.
+    kept = [json.loads((workdir / f'config.replaced_{n}.json').read_text()) for n in (1, 2)]
+    assert [(c['num_train_steps'], c['optimizer']['learning_rate']) for c in kept] == [
+        (2, 0.003), (4, 0.003)]
+    assert not (workdir / 'config.replaced_3.json').exists()
