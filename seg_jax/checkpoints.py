@@ -29,7 +29,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
-from seg_jax.errors import CheckpointError
+from seg_jax.errors import CheckpointError, first_few
 
 BEST_SUBDIR = 'best'
 MAX_LISTED_DIFFERENCES = 5
@@ -208,10 +208,8 @@ def _check_fits(target: Any, stored_tree: Any, where: str) -> None:
     differences += [f'{name} has shape {stored[name]} in the checkpoint but {shape} in the model'
                     for name, shape in wanted.items() if name in stored and stored[name] != shape]
     if differences:
-        listed = '; '.join(differences[:MAX_LISTED_DIFFERENCES])
-        more = len(differences) - MAX_LISTED_DIFFERENCES
         raise CheckpointError(
-            f'The checkpoint {where} does not fit the configured model: {listed}'
-            f'{f"; and {more} more" if more > 0 else ""}. It was probably written with a '
+            f'The checkpoint {where} does not fit the configured model: '
+            f'{first_few(differences, MAX_LISTED_DIFFERENCES)}. It was probably written with a '
             'different model config (model name, backbone, width, num_classes) or optimiser; '
             'use the config it was trained with, or another --workdir.')

@@ -24,7 +24,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from seg_jax import config_diff
-from seg_jax.errors import ConfigError, SegJaxError
+from seg_jax.errors import ConfigError, SegJaxError, first_few
 
 # JAX's deadline is set this much later than the watchdog's, so the watchdog speaks first.
 DEADLINE_MARGIN_S = 10
@@ -174,10 +174,8 @@ def check_same_run(config: ml_collections.ConfigDict, **arguments: Any) -> None:
     others = ', '.join(str(p) for p in np.flatnonzero(agree == 0))
     detail = ''
     if changes:
-        listed = '; '.join(changes[:MAX_LISTED_DIFFERENCES])
-        more = len(changes) - MAX_LISTED_DIFFERENCES
-        detail = (f' This process differs (process 0 -> here) in {listed}'
-                  f'{f"; and {more} more" if more > 0 else ""}.')
+        detail = (' This process differs (process 0 -> here) in '
+                  f'{first_few(changes, MAX_LISTED_DIFFERENCES)}.')
     raise DistributedError(
         f'Process(es) {others} were started with a different config or flags than process 0.'
         f'{detail} Start every process with the same command (same --config file contents, '

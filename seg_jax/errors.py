@@ -19,3 +19,10 @@ class DataError(SegJaxError, ValueError):
 
 class CheckpointError(SegJaxError, ValueError):
     """No checkpoint, a missing step, or a checkpoint that does not fit the configured model."""
+
+
+def first_few(items: list[str], limit: int = 6, separator: str = '; ') -> str:
+    """The first ``limit`` of ``items`` for an error message, and how many more there are."""
+    shown = separator.join(items[:limit])
+    more = len(items) - limit
+    return shown + (f'{separator}and {more} more' if more > 0 else '')

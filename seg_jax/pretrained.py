@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 
 from seg_jax import parallel
-from seg_jax.errors import SegJaxError
+from seg_jax.errors import SegJaxError, first_few
 
 CLASSIFICATION = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'vgg16_bn')
 SEGMENTATION = {  # torchvision builder -> (seg_jax model name, backbone)
@@ -50,6 +50,7 @@ TORCH_LEAF = {('params', 'kernel'): 'weight', ('params', 'scale'): 'weight',
               ('batch_stats', 'var'): 'running_var'}
 # The layers that map image features to classes: another class count re-initialises them.
 CLASS_LAYERS = ('classifier.4', 'aux_classifier.4')
+SEPARATOR = ', '  # between the names listed in reports and errors
 HOW_TO_GET = ('torchvision publishes the files (e.g. resnet50-11ad3fa6.pth, '
               'deeplabv3_resnet50_coco-cd0a2569.pth); see README, "Pretrained weights".')
 
@@ -158,13 +159,9 @@ class LoadReport:
             for name, reason in entries.items():
                 by_reason.setdefault(reason, []).append(name)
             for reason, names in by_reason.items():
-                lines.append(f'{title} ({len(names)}, {reason}): {_abbreviate(names)}')
+                listed = first_few(names, separator=SEPARATOR)
+                lines.append(f'{title} ({len(names)}, {reason}): {listed}')
         return '\n'.join(lines)
-
-
-def _abbreviate(names: list[str], limit: int = 6) -> str:
-    shown = ', '.join(names[:limit])
-    return shown + (f' and {len(names) - limit} more' if len(names) > limit else '')
 
 
 def _torch_name(collection: str, path: tuple[str, ...]) -> str:
@@ -228,7 +225,7 @@ def map_state_dict(variables: Mapping[str, Any], state: Mapping[str, np.ndarray]
     loaded = jax.tree_util.tree_map_with_path(load, dict(variables))
     if shape_errors:
         raise WeightsError(f'{source} does not fit the configured model: '
-                           f'{_abbreviate(shape_errors, 3)}.')
+                           f'{first_few(shape_errors, 3)}.')
     unplaced = []
     for key in state:
         if key in consumed:
@@ -245,9 +242,9 @@ def map_state_dict(variables: Mapping[str, Any], state: Mapping[str, np.ndarray]
             f'{source} ({architecture}) and the configured model do not match: '
             + '; '.join(part for part in (
                 unplaced and f'tensors of the file with no place in the model: '
-                             f'{_abbreviate(unplaced)}',
+                             f'{first_few(unplaced, separator=SEPARATOR)}',
                 missing and f'variables the file should fill but does not hold: '
-                            f'{_abbreviate(missing)}') if part)
+                            f'{first_few(missing, separator=SEPARATOR)}') if part)
             + '. Check config.model (name, backbone, output_stride does not matter) against the '
               'file.')
     return loaded, report

@@ -27,12 +27,9 @@ from seg_jax import (checkpoints, evaluate, losses, metrics, optim, parallel, pr
 from seg_jax.data import pipeline
 from seg_jax.data.cityscapes import open_split
 from seg_jax.data.labels import IGNORE_LABEL
-from seg_jax.errors import ConfigError, SegJaxError
+from seg_jax.errors import ConfigError, SegJaxError, first_few
 from seg_jax.models import build_model
 from seg_jax.state import TrainState, abstract_train_state, create_train_state
-
-
-MAX_LISTED_CHANGES = 6
 
 
 class NonFiniteLossError(SegJaxError, FloatingPointError):
@@ -116,14 +113,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     is_main = jax.process_index() == 0
     changes = reporting.config_changes(workdir, config)
     if changes and not config.allow_config_change:
-        listed = '; '.join(changes[:MAX_LISTED_CHANGES])
-        more = len(changes) - MAX_LISTED_CHANGES
         raise ConfigError(
-            f'{workdir} holds a run with another config ({listed}'
-            f'{f"; and {more} more" if more > 0 else ""}). Continuing it would mix two '
-            'experiments in one workdir: use the config it was started with, another --workdir, '
-            'or --config.allow_config_change=True to continue with this one (the old config.json '
-            'is kept beside it).')
+            f'{workdir} holds a run with another config ({first_few(changes)}). Continuing it '
+            'would mix two experiments in one workdir: use the config it was started with, '
+            'another --workdir, or --config.allow_config_change=True to continue with this one '
+            '(the old config.json is kept beside it).')
     reporter = reporting.Reporter(workdir, enabled=is_main)
     reporter.write_config(config)
 
