@@ -49,6 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.flip = True  # horizontal flip with p = 0.5
     config.data.photometric = 0.3  # brightness / contrast jitter strength; 0 turns it off
     config.data.eval_scale = 1.0  # evaluation resizes full images by this factor
+    config.data.skip_bad_examples = False  # True: a malformed pair is logged, stands in as void
 
     config.global_batch_size = 8  # summed over every device of every process
     config.num_train_steps = 80_000  # or None and set num_epochs: exactly one of the two
@@ -57,6 +58,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_every_steps = 4000
     config.checkpoint_every_steps = 2000
     config.keep_checkpoints = 3  # newest periodic checkpoints kept; the best is kept apart
+    # Steps whose loss or gradients are NaN/inf that a run skips (leaving the state unchanged)
+    # before it stops; 0 stops at the first. Counted per invocation (a resumed run starts at 0).
+    config.skip_nonfinite_steps = 0
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = 'sgd'  # 'adam' | 'adamw' | 'sgd'

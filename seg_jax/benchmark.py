@@ -102,17 +102,17 @@ def benchmark_train_step(config: ml_collections.ConfigDict, setup: train.Trainin
     state = create_train_state(setup.model, setup.tx, crop, config.seed, mesh)
     step = train.make_train_step(config.loss, setup.class_weights, setup.schedule, config.seed)
     batch = _random_batch(config.global_batch_size, crop, mesh, with_mask=False)
-    first_nonfinite = jax.device_put(jnp.int32(-1), parallel.replicated(mesh))
+    health = train.initial_health(mesh)
     start = time.perf_counter()
-    lowered = step.lower(state, batch, first_nonfinite)
+    lowered = step.lower(state, batch, health)
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
     flops = float(lowered.cost_analysis()['flops'])  # the whole global batch, before sharding
     memory = compiled.memory_analysis()
 
     def one_step():
-        nonlocal state, first_nonfinite
-        state, logged, first_nonfinite = compiled(state, batch, first_nonfinite)
+        nonlocal state, health
+        state, logged, health = compiled(state, batch, health)
         return state, logged
 
     _timed(one_step, config.benchmark.warmup_steps)

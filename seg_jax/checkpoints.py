@@ -18,6 +18,8 @@ Guarantees the training loop relies on:
 * Saves are asynchronous: ``save`` returns once the arrays are copied to host memory (so the
   state may then be donated to the next step) and writing continues in the background;
   ``close`` waits for it.
+* Evaluation opens the directory ``read_only``: it creates, writes and deletes nothing there,
+  so evaluating a running job's checkpoints cannot disturb them.
 """
 
 import math
@@ -41,33 +43,40 @@ class Checkpointer:
     Args:
       directory: where checkpoints live (a local path or any path orbax's epath understands).
       keep: how many periodic checkpoints to keep; older ones are deleted after each save.
-      every_steps: ``save`` writes only at multiples of this (and at a preemption sync point),
-        so the loop may call it every step; ``force=True`` writes regardless.
+      every_steps: ``save`` writes only at multiples of this, so the loop may call it every
+        step; ``force=True`` writes regardless (the loop's preemption save).
       best_metric: the metric ``save_best`` ranks by; higher is better (mIoU, accuracy).
+      read_only: for evaluation: restores only, and never creates, writes or deletes anything
+        under ``directory`` (``save`` and ``save_best`` raise).
     """
 
     def __init__(self, directory: str | epath.PathLike, *, keep: int, every_steps: int = 1,
-                 best_metric: str = 'miou'):
+                 best_metric: str = 'miou', read_only: bool = False):
         if keep < 1 or every_steps < 1:
             raise CheckpointError(f'Checkpointer needs keep >= 1 and every_steps >= 1; got '
                                   f'keep={keep}, every_steps={every_steps}.')
         self.directory = _absolute(directory)
         self.best_metric = best_metric
+        self.read_only = read_only
         # The handler is named up front so that a fresh process can read a step's metadata
         # (for the fit check) before it has saved or restored anything.
+        ranking = dict(best_fn=self._metric_of, best_mode='max')
+        if read_only:
+            periodic_options = ocp.CheckpointManagerOptions(read_only=True)
+            best_options = ocp.CheckpointManagerOptions(read_only=True, **ranking)
+        else:
+            periodic_options = ocp.CheckpointManagerOptions(
+                save_decision_policy=checkpoint_managers.FixedIntervalPolicy(every_steps),
+                preservation_policy=checkpoint_managers.LatestN(keep))
+            best_options = ocp.CheckpointManagerOptions(
+                preservation_policy=checkpoint_managers.BestN(get_metric_fn=self._metric_of,
+                                                              n=1), **ranking)
         self._periodic = ocp.CheckpointManager(
             self.directory, item_handlers=ocp.StandardCheckpointHandler(),
-            options=ocp.CheckpointManagerOptions(
-                save_decision_policy=checkpoint_managers.AnySavePolicy([
-                    checkpoint_managers.FixedIntervalPolicy(every_steps),
-                    checkpoint_managers.PreemptionCheckpointingPolicy()]),
-                preservation_policy=checkpoint_managers.LatestN(keep)))
+            options=periodic_options)
         self._best = ocp.CheckpointManager(
             self.directory / BEST_SUBDIR, item_handlers=ocp.StandardCheckpointHandler(),
-            options=ocp.CheckpointManagerOptions(
-                best_fn=self._metric_of, best_mode='max',
-                preservation_policy=checkpoint_managers.BestN(get_metric_fn=self._metric_of,
-                                                              n=1)))
+            options=best_options)
         self._best_value = self._stored_best_value()
 
     def _metric_of(self, metrics: dict[str, float]) -> float:
@@ -81,9 +90,10 @@ class Checkpointer:
     def save(self, step: int, state: Any, *, force: bool = False) -> bool:
         """Saves ``state`` as periodic checkpoint ``step`` if it is due; True if it was saved.
 
-        Due means a multiple of ``every_steps`` or a preemption sync point, or ``force``. Steps
-        at or before the newest periodic checkpoint are never saved (see the module docstring).
+        Due means a multiple of ``every_steps``, or ``force``. Steps at or before the newest
+        periodic checkpoint are never saved (see the module docstring).
         """
+        self._check_writable()
         latest = self._periodic.latest_step()
         if latest is not None and step <= latest:
             return False
@@ -95,6 +105,7 @@ class Checkpointer:
         Non-finite values never count as an improvement; the previous best is deleted only
         once the new one is written. Returns True if it was saved.
         """
+        self._check_writable()
         value = float(metric_value)
         improves = math.isfinite(value) and (self._best_value is None or value > self._best_value)
         if not improves or step in self._best.all_steps():
@@ -104,6 +115,11 @@ class Checkpointer:
         if saved:
             self._best_value = value
         return saved
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise CheckpointError(f'{self.directory} was opened read-only (for evaluation); '
+                                  'nothing is saved there.')
 
     @property
     def best_value(self) -> float | None:

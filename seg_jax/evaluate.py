@@ -84,7 +84,8 @@ def restore_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: s
     tx, _ = optim.build_optimizer(
         config, *optim.training_length(config, open_split(config.data, 'train').size))
     target = abstract_train_state(model, tx, tuple(config.data.crop_size), config.seed, mesh)
-    with checkpoints.Checkpointer(checkpoint_dir, keep=config.keep_checkpoints) as ckpt:
+    with checkpoints.Checkpointer(checkpoint_dir, keep=config.keep_checkpoints,
+                                  read_only=True) as ckpt:
         return ckpt.restore(target, int(which) if which.isdigit() else which)
 
 

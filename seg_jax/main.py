@@ -9,7 +9,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from seg_jax import distributed
+from seg_jax import distributed, preemption
 from seg_jax.errors import SegJaxError
 from seg_jax.summary import model_summary
 
@@ -112,6 +112,9 @@ def main(argv: list[str]) -> None:
                 process_id=_PROCESS_ID.value, timeout_s=_DISTRIBUTED_TIMEOUT.value)
         distributed.check_same_run(_CONFIG.value, mode=_MODE.value, workdir=_WORKDIR.value)
         AVAILABLE[_MODE.value](_CONFIG.value, _WORKDIR.value)
+    except preemption.Preempted as stopped:  # not an error: the checkpoint is saved
+        print(stopped, file=sys.stderr, flush=True)
+        sys.exit(preemption.EXIT_STATUS)
     except SegJaxError as error:
         sys.exit(f'error: {error}')
 

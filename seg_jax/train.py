@@ -11,6 +11,8 @@ checkpointed, so stopping and resuming continues the same trajectory.
 """
 
 import dataclasses
+import functools
+import math
 import time
 from typing import Callable
 
@@ -22,8 +24,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from seg_jax import (checkpoints, evaluate, losses, metrics, optim, parallel, pretrained,
-                     reporting)
+from seg_jax import (checkpoints, evaluate, losses, metrics, optim, parallel, preemption,
+                     pretrained, reporting)
 from seg_jax.data import pipeline
 from seg_jax.data.cityscapes import open_split
 from seg_jax.data.labels import IGNORE_LABEL
@@ -33,20 +35,62 @@ from seg_jax.state import TrainState, abstract_train_state, create_train_state
 
 
 class NonFiniteLossError(SegJaxError, FloatingPointError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the gradients became NaN or infinite; the last good checkpoint is kept."""
+
+
+LIKELY_NONFINITE_CAUSES = (
+    'Likely causes: a learning rate too high for this model and batch (lower '
+    'config.optimizer.learning_rate or add config.schedule.warmup_steps); float overflow in '
+    "bfloat16 compute (try config.model.compute_dtype='float32'); bad labels or images (NaN "
+    'pixels, label ids outside the table, a corrupt file; see config.data.skip_bad_examples). '
+    'config.skip_nonfinite_steps=N skips up to N such steps instead of stopping.')
+NONFINITE_KINDS = {1: 'the loss', 2: 'the gradients'}
+
+
+def initial_health(mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+    """The device-side record of non-finite steps that the train step carries: the first and
+    the latest such step (-1 before any), how many there were, and what was not finite at the
+    first (``NONFINITE_KINDS``). Kept on the devices, so watching for NaNs costs no host
+    round-trip per step."""
+    record = {'first_step': -1, 'last_step': -1, 'count': 0, 'first_kind': 0}
+    return jax.device_put({key: jnp.int32(value) for key, value in record.items()},
+                          parallel.replicated(mesh))
+
+
+def _all_finite(tree) -> jax.Array:
+    """Whether every element of every array in ``tree`` is finite (True for an empty tree)."""
+    return functools.reduce(jnp.logical_and, (jnp.all(jnp.isfinite(leaf))
+                                              for leaf in jax.tree.leaves(tree)), jnp.bool_(True))
+
+
+@jax.jit
+def _state_is_finite(state: TrainState) -> jax.Array:
+    return _all_finite((state.params, state.batch_stats, state.opt_state))
+
+
+def _finite_means(logged: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Each metric's mean over the logged steps, leaving out the non-finite values of skipped
+    steps (NaN if a metric has no finite value)."""
+    means = {}
+    for key in logged[0]:
+        values = np.asarray([step_metrics[key] for step_metrics in logged], np.float64)
+        finite = values[np.isfinite(values)]
+        means[key] = float(finite.mean()) if finite.size else math.nan
+    return means
 
 
 def make_train_step(loss_config: ml_collections.ConfigDict, class_weights: np.ndarray | None,
                     schedule: optax.Schedule, seed: int) -> Callable:
-    """``step(state, batch, first_nonfinite) -> (state, metrics, first_nonfinite)``, jitted.
+    """``step(state, batch, health) -> (state, metrics, health)``, jitted.
 
-    ``first_nonfinite`` is a device scalar holding the first step whose loss was not finite
-    (-1 while all are), so detecting a NaN costs no host round-trip per step.
+    A step whose loss or gradients are not finite changes nothing but the step counter (the
+    data moves on; parameters, optimiser state and BatchNorm statistics stay as they were), and
+    is recorded in ``health`` (see ``initial_health``); the loop decides whether to stop.
     """
     weights = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
     dropout_root = jax.random.key(seed + 1)
 
-    def step(state: TrainState, batch: dict[str, jax.Array], first_nonfinite: jax.Array):
+    def step(state: TrainState, batch: dict[str, jax.Array], health: dict[str, jax.Array]):
         def loss_fn(params):
             outputs, updates = state.apply_fn(
                 {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
@@ -58,27 +102,41 @@ def make_train_step(loss_config: ml_collections.ConfigDict, class_weights: np.nd
 
         (loss, (terms, logits, batch_stats)), grads = jax.value_and_grad(
             loss_fn, has_aux=True)(state.params)
-        new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        loss_finite, grads_finite = jnp.isfinite(loss), _all_finite(grads)
+        finite = loss_finite & grads_finite
+        updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
+                                 state).replace(step=updated.step)
         valid = batch['label'] != IGNORE_LABEL
         correct = (metrics.predictions_from_logits(logits) == batch['label']) & valid
         logged = {**terms, 'learning_rate': schedule(state.step),
                   'pixel_accuracy': correct.sum() / jnp.maximum(valid.sum(), 1)}
-        finite = jnp.isfinite(loss)
         # Steps are numbered from 1, as the loop and the logs number them.
-        first_nonfinite = jnp.where((first_nonfinite < 0) & ~finite, state.step + 1,
-                                    first_nonfinite)
-        return new_state, logged, first_nonfinite
+        step_number, first = state.step + 1, health['count'] == 0
+        health = jax.tree.map(lambda bad, good: jnp.where(finite, good, bad), {
+            'first_step': jnp.where(first, step_number, health['first_step']),
+            'last_step': step_number,
+            'count': health['count'] + 1,
+            'first_kind': jnp.where(first, jnp.where(loss_finite, 2, 1), health['first_kind']),
+        }, health)
+        return new_state, logged, health
 
     return jax.jit(step, donate_argnums=(0,))
 
 
-def _check_finite(first_nonfinite: jax.Array, checkpoint_dir: str) -> None:
-    bad_step = int(jax.device_get(first_nonfinite))
-    if bad_step >= 0:
+def _check_finite(health: dict[str, jax.Array], allowed: int, checkpoint_dir: str) -> int:
+    """Raises once more than ``allowed`` steps were not finite; returns how many were."""
+    record = {key: int(value) for key, value in jax.device_get(health).items()}
+    if record['count'] > allowed:
+        where = (f'at step {record["first_step"]}' if record['count'] == 1 else
+                 f'at {record["count"]} steps, the first at step {record["first_step"]} and the '
+                 f'latest at step {record["last_step"]}')
         raise NonFiniteLossError(
-            f'The loss became NaN or infinite at step {bad_step}; training stopped and the last '
-            f'good checkpoint in {checkpoint_dir} is kept (nothing after step {bad_step} was '
-            'saved). Lower config.optimizer.learning_rate, add warmup, or check the data.')
+            f'{NONFINITE_KINDS[record["first_kind"]].capitalize()} became NaN or infinite '
+            f'{where} (config.skip_nonfinite_steps={allowed}); training stopped, those steps '
+            f'changed no parameters, and the last good checkpoint in {checkpoint_dir} is kept. '
+            f'{LIKELY_NONFINITE_CAUSES}')
+    return record['count']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +164,17 @@ def training_setup(config: ml_collections.ConfigDict) -> TrainingSetup:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Trains ``config``'s model in ``workdir``, resuming from its latest checkpoint."""
+    """Trains ``config``'s model in ``workdir``, resuming from its latest checkpoint.
+
+    On SIGTERM it saves a checkpoint at the current step and raises ``preemption.Preempted``;
+    called again, it resumes from there.
+    """
+    with preemption.PreemptionNotice() as notice:
+        return _train(config, workdir, notice)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str,
+           preemption_notice: preemption.PreemptionNotice) -> TrainState:
     parallel.check_batch_size(config.global_batch_size, 'config.global_batch_size')
     parallel.check_batch_size(config.eval.batch_size, 'config.eval.batch_size')
     mesh = parallel.data_mesh()
@@ -144,33 +212,56 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     evaluator = evaluate.Evaluator(config, model, mesh)
     batches = parallel.prefetch_to_devices(
         pipeline.build_input(config, 'train', start_step=start_step), mesh)
-    first_nonfinite = jax.device_put(jnp.int32(-1), parallel.replicated(mesh))
+    health = initial_health(mesh)
+
+    def check_finite(step: int) -> int:
+        """Stops before a non-finite state is evaluated or saved; returns the skipped steps."""
+        skipped = _check_finite(health, config.skip_nonfinite_steps, checkpointer.directory)
+        if not bool(_state_is_finite(state)):
+            raise NonFiniteLossError(
+                f'The parameters or optimiser state became NaN or infinite by step {step} '
+                f'although every loss and gradient was finite; they were not saved, and the last '
+                f'good checkpoint in {checkpointer.directory} is kept. {LIKELY_NONFINITE_CAUSES}')
+        return skipped
 
     progress = reporting.Progress(total_steps, start_step, enabled=is_main)
-    pending, last_log = [], time.perf_counter()
+    pending, last_log, skipped_logged = [], time.perf_counter(), 0
     try:
         for step in range(start_step + 1, total_steps + 1):
-            state, step_metrics, first_nonfinite = train_step(state, next(batches), first_nonfinite)
+            state, step_metrics, health = train_step(state, next(batches), health)
             pending.append(step_metrics)
             if step % config.log_every_steps == 0 or step == total_steps:
-                _check_finite(first_nonfinite, checkpointer.directory)
-                means = {k: float(np.mean([m[k] for m in jax.device_get(pending)]))
-                         for k in pending[0]}
+                skipped = _check_finite(health, config.skip_nonfinite_steps,
+                                        checkpointer.directory)
+                if skipped > skipped_logged:
+                    logging.warning('Skipped %d steps whose loss or gradients were not finite '
+                                    'so far (config.skip_nonfinite_steps=%d allows %d).',
+                                    skipped, config.skip_nonfinite_steps,
+                                    config.skip_nonfinite_steps)
+                    skipped_logged = skipped
+                means = _finite_means(jax.device_get(pending))
                 elapsed, last_log = time.perf_counter() - last_log, time.perf_counter()
                 means['images_per_s'] = len(pending) * config.global_batch_size / elapsed
+                if config.skip_nonfinite_steps:
+                    means['skipped_nonfinite_steps'] = skipped
                 reporter.log_train(step, means)
                 progress.update(step, means)
                 logging.info('step %d/%d: loss %.4f, lr %.3g, %.1f images/s', step, total_steps,
                              means['loss'], means['learning_rate'], means['images_per_s'])
                 pending = []
             if step % config.eval_every_steps == 0 or step == total_steps:
-                _check_finite(first_nonfinite, checkpointer.directory)
+                check_finite(step)
                 eval_metrics = evaluator.evaluate(state, config.eval.split, reporter, step)
                 checkpointer.save_best(step, state, eval_metrics['miou'])
                 reporter.plot_curves()
             if step % config.checkpoint_every_steps == 0 or step == total_steps:
-                _check_finite(first_nonfinite, checkpointer.directory)
+                check_finite(step)
                 checkpointer.save(step, state)
+            # Every process asks at every step (a multi-process job agrees on the step here).
+            if step < total_steps and preemption_notice.reached(step):
+                check_finite(step)
+                checkpointer.save(step, state, force=True)
+                raise preemption.Preempted(step, str(checkpointer.directory))
     finally:  # also on an interruption: pending checkpoint writes complete
         progress.close()
         checkpointer.close()

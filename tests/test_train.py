@@ -76,11 +76,11 @@ def test_eight_devices_compute_what_one_device_computes(data_dir):
         mesh = Mesh(np.array(devices), (parallel.DATA_AXIS,),
                     axis_types=(jax.sharding.AxisType.Auto,))
         state = create_train_state(model, tx, tuple(config.data.crop_size), config.seed, mesh)
-        nonfinite = jax.device_put(np.int32(-1), parallel.replicated(mesh))
+        health = train.initial_health(mesh)
         after_first, losses = None, []
         for _ in range(3):
-            state, metrics, nonfinite = step(state, parallel.global_batch(host_batch, mesh),
-                                             nonfinite)
+            state, metrics, health = step(state, parallel.global_batch(host_batch, mesh),
+                                          health)
             losses.append(float(metrics['loss']))
             if after_first is None:  # copied: the next step donates (reuses) these buffers
                 after_first = jax.tree_util.tree_map(
@@ -139,11 +139,11 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(
         step = make_step(*args)
         calls = []
 
-        def step_with_bad_data(state, batch, first_nonfinite):
+        def step_with_bad_data(state, batch, health):
             calls.append(1)
             if len(calls) >= 3:
                 batch = {**batch, 'image': batch['image'] * np.nan}
-            return step(state, batch, first_nonfinite)
+            return step(state, batch, health)
         return step_with_bad_data
 
     monkeypatch.setattr(train, 'make_train_step', nan_from_step_three)

@@ -5,22 +5,31 @@ Training order is a pure function of (config.seed, position): the example at glo
 ``k // N``, augmented with a seed folded from ``k``. A host reads only its slice of every global
 batch, so any number of hosts together read what one host would, and a run resumed at
 ``start_step`` continues exactly where an uninterrupted run would be, without replaying data.
+
+Bad examples keep that property: a malformed file stops the pipeline with a DataError naming it
+(``named_data_errors``), or, with ``config.data.skip_bad_examples``, its pair stands in its
+position as an all-void placeholder (``cityscapes.decode_example``) that adds nothing to the loss
+and, masked out, nothing to evaluation, while the host logs it with a running count
+(``log_skipped``). Dropping it instead would shift every later position, and give processes
+different numbers of evaluation batches.
 """
 
 import contextlib
 import json
 import os
+import re
 from typing import Iterator
 
 import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from seg_jax.data import augment
-from seg_jax.data.cityscapes import Split, open_split
+from seg_jax.data.cityscapes import BAD_EXAMPLE, FIX_BAD_EXAMPLE, Split, open_split
 from seg_jax.data.labels import CLASS_NAMES, IGNORE_LABEL, LABEL_ID_TO_TRAIN_ID, NUM_CLASSES
-from seg_jax.errors import ConfigError, DataError
+from seg_jax.errors import ConfigError, DataError, first_few
 from seg_jax.files import folder_lock, write_atomically
 
 SHUFFLE_STREAM, AUGMENT_STREAM = 0, 1
@@ -52,11 +61,16 @@ def _stream_seed(seed: int, stream: int, data: tf.Tensor) -> tf.Tensor:
 def train_dataset(config: ml_collections.ConfigDict, *, start_step: int = 0,
                   process_index: int | None = None,
                   process_count: int | None = None) -> tf.data.Dataset:
-    """Endless host-local training batches ``{'image': f32 BxHxWx3, 'label': i32 BxHxW}``."""
-    process_index, process_count = _processes(process_index, process_count)
+    """Endless host-local training batches ``{'image': f32 BxHxWx3, 'label': i32 BxHxW,
+    'image_id': string B, 'problem': string B}`` ('' where the example is good)."""
+    return _train_dataset(config, open_split(config.data, 'train'), start_step,
+                          *_processes(process_index, process_count))
+
+
+def _train_dataset(config: ml_collections.ConfigDict, split: Split, start_step: int,
+                   process_index: int, process_count: int) -> tf.data.Dataset:
     host_batch = per_process_batch(config.global_batch_size, process_count,
                                    'config.global_batch_size')
-    split = open_split(config.data, 'train')
     data, size = config.data, split.size
 
     def load(host_position: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -71,7 +85,8 @@ def train_dataset(config: ml_collections.ConfigDict, *, start_step: int = 0,
             _stream_seed(config.seed, AUGMENT_STREAM, position),
             crop_size=tuple(data.crop_size), scale_range=tuple(data.scale_range),
             rotation_degrees=data.rotation_degrees, flip=data.flip, photometric=data.photometric)
-        return {'image': image, 'label': label}
+        return {'image': image, 'label': label, 'image_id': example['image_id'],
+                'problem': example['problem']}
 
     return (tf.data.Dataset.range(start_step * host_batch, np.iinfo(np.int64).max)
             .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -86,12 +101,18 @@ def eval_dataset(config: ml_collections.ConfigDict, split_name: str, *,
 
     Process ``p`` of ``P`` reads examples ``p, p + P, p + 2P, ...``. Every process yields the
     same number of batches (a multi-host step needs them all); slots past the end repeat
-    example 0 with ``mask`` False, so metrics count each real example exactly once.
+    example 0 with ``mask`` False, so metrics count each real example exactly once. A skipped
+    bad example (its placeholder) has ``mask`` False too; its ``'problem'`` says why, and is ''
+    for padding, which is no occurrence of example 0.
     """
-    process_index, process_count = _processes(process_index, process_count)
+    return _eval_dataset(config, open_split(config.data, split_name),
+                         *_processes(process_index, process_count))
+
+
+def _eval_dataset(config: ml_collections.ConfigDict, split: Split, process_index: int,
+                  process_count: int) -> tf.data.Dataset:
     host_batch = per_process_batch(config.eval.batch_size, process_count,
                                    'config.eval.batch_size')
-    split = open_split(config.data, split_name)
     per_process = -(-split.size // process_count)
     num_batches = -(-per_process // host_batch)
 
@@ -101,7 +122,9 @@ def eval_dataset(config: ml_collections.ConfigDict, split_name: str, *,
         example = split.read(tf.where(valid, index, 0))
         image, label = augment.eval_transform(example['image'], to_train_ids(example['label']),
                                               scale=config.data.eval_scale)
-        return {'image': image, 'label': label, 'mask': valid, 'image_id': example['image_id']}
+        problem = tf.where(valid, example['problem'], '')
+        return {'image': image, 'label': label, 'mask': valid & (problem == ''),
+                'image_id': example['image_id'], 'problem': problem}
 
     return (tf.data.Dataset.range(num_batches * host_batch)
             .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -109,33 +132,123 @@ def eval_dataset(config: ml_collections.ConfigDict, split_name: str, *,
             .prefetch(tf.data.AUTOTUNE))
 
 
+def _what_tf_said(error: tf.errors.OpError) -> str:
+    """The first line of a tf error's message, without tf.data's function and iterator names."""
+    first_line = error.message.strip().split('\n')[0]
+    first_line = re.sub(r'^\{\{function_node [^}]*\}\}\s*', '', first_line)
+    first_line = re.sub(r'^Error in user-defined function .*? Iterator::\S+: ', '', first_line)
+    return re.sub(r'\s*\[Op:\w+\].*$', '', first_line).strip()
+
+
+def _files_of_size(files: tuple[str, ...], size: int) -> list[str]:
+    """The ``files`` of exactly ``size`` bytes: a stat each, cheap beside reading them."""
+    found = []
+    for path in files:
+        try:
+            if os.stat(path).st_size == size:
+                found.append(path)
+        except OSError:
+            continue  # gone since the split was listed: not the file that was decoded
+    return found
+
+
+def _undecodable_png(said: str, files: tuple[str, ...]) -> str:
+    """The message for a PNG that passed decode_example's checks and then failed to decode."""
+    size = re.search(r'size (\d+)', said)
+    candidates = _files_of_size(files, int(size.group(1))) if size else []
+    if len(candidates) == 1:
+        which = f'It is {candidates[0]}, the split\'s only file of that size. '
+    elif candidates:
+        which = f'It is one of the files of that size: {first_few(candidates, separator=" or ")}. '
+    elif size:
+        which = (f'tf names it only by its size, {size.group(1)} bytes; look for the image or '
+                 'label PNG of that size. ')
+    else:
+        which = ''
+    return (f'A Cityscapes PNG could not be decoded (tf.io.decode_png: {said}). It starts and '
+            f'ends like a PNG, so its data is damaged inside (a bit error, say). {which}Re-extract '
+            '(or re-download) that file from the Cityscapes zips, or remove the pair; '
+            'config.data.skip_bad_examples cannot skip it, since only decoding finds the damage '
+            'and decode_png\'s error stops the tf.data pipeline.')
+
+
+def describe_data_error(error: tf.errors.OpError, files: tuple[str, ...] = ()) -> str | None:
+    """What a tf error from reading a split means and what to do, or None for an error that
+    is no fault of the data (left as it is, so programming errors stay visible).
+
+    ``files`` (``Split.files``) let a decode error that names only a byte size name its file.
+    """
+    said = _what_tf_said(error)
+    if isinstance(error, (tf.errors.NotFoundError, tf.errors.PermissionDeniedError)):
+        return (f'A Cityscapes file could not be read ({said}): it was there when the split '
+                'was listed and has since been moved, deleted or made unreadable. Restore it '
+                '(re-extract it from the Cityscapes zips) or remove the pair, and start again; '
+                'config.data.skip_bad_examples cannot skip a file that cannot be read.')
+    if not isinstance(error, tf.errors.InvalidArgumentError):
+        return None
+    failed_check = re.search(rf'\[{re.escape(BAD_EXAMPLE)}\] \[(.*)\]', error.message)
+    if failed_check:
+        return f'{BAD_EXAMPLE} {failed_check.group(1)}. {FIX_BAD_EXAMPLE}'
+    if 'DecodePng' in error.message:
+        return _undecodable_png(said, files)
+    if 'Cannot add tensor to the batch' in said or 'Cannot batch tensors' in said:
+        return (f'An evaluation batch mixes images of different sizes ({said}). Evaluation '
+                'batches full images, so every image of a split must have the same size: '
+                'resize or remove the odd one out. (A skipped pair whose image and label both '
+                'lack a PNG header stands in as 1x1: re-extract it from the Cityscapes zips.)')
+    return None
+
+
 @contextlib.contextmanager
-def named_data_errors() -> Iterator[None]:
-    """Turns the failed check of a malformed file (``decode_example``) into a DataError."""
+def named_data_errors(split: Split | None = None) -> Iterator[None]:
+    """Turns a tf error caused by the data (``describe_data_error``) into a DataError; the
+    ``split``'s files let it name a file that tf identifies only by size."""
     try:
         yield
-    except tf.errors.InvalidArgumentError as error:
-        raise DataError(f'Bad Cityscapes example: {error.message.strip()}. Fix or remove that '
-                        'file.') from None
+    except tf.errors.OpError as error:
+        message = describe_data_error(error, split.files if split else ())
+        if message is None:
+            raise
+        raise DataError(message) from None
 
 
-def as_numpy(dataset: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
-    """Numpy batches; a malformed file becomes a DataError that names it."""
+def log_skipped(problems: np.ndarray, skipped_so_far: int) -> int:
+    """Logs each skipped bad example (a non-empty problem) with the running count; returns the
+    new count. Once per occurrence: a bad example drawn again in a later epoch is logged again."""
+    for problem in np.ravel(problems):
+        if problem:
+            skipped_so_far += 1
+            logging.warning('Skipped a bad Cityscapes example (skipped %d bad examples so far): '
+                            '%s. It stands in as an all-void example that counts in no loss or '
+                            'metric; re-extract that file from the Cityscapes zips, or remove the '
+                            'pair, to use it.', skipped_so_far, problem.decode())
+    return skipped_so_far
+
+
+def as_numpy(dataset: tf.data.Dataset, split: Split | None = None
+             ) -> Iterator[dict[str, np.ndarray]]:
+    """Numpy batches; a malformed file becomes a DataError that names it (using ``split``'s
+    files where tf gives only a byte size), and a skipped one is logged and counted, its
+    ``'problem'`` field taken out of the batch (``mask``/void labels already account for it)."""
     iterator = dataset.as_numpy_iterator()
+    skipped = 0
     while True:
-        with named_data_errors():
+        with named_data_errors(split):
             batch = next(iterator, None)
         if batch is None:
             return
+        skipped = log_skipped(batch.pop('problem', ()), skipped)
         yield batch
 
 
 def build_input(config: ml_collections.ConfigDict, split: str, *,
                 start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Host-local numpy batches: endless augmented crops for 'train', else one eval pass."""
+    opened = open_split(config.data, split)
+    processes = _processes(None, None)
     if split == 'train':
-        return as_numpy(train_dataset(config, start_step=start_step))
-    return as_numpy(eval_dataset(config, split))
+        return as_numpy(_train_dataset(config, opened, start_step, *processes), opened)
+    return as_numpy(_eval_dataset(config, opened, *processes), opened)
 
 
 def _count_pixels(split: Split) -> np.ndarray:
@@ -159,6 +272,7 @@ def class_pixel_counts(config: ml_collections.ConfigDict, split_name: str = 'tra
     Counted once and cached as JSON beside the data; the cache is reused while the split has
     the same number of examples. If the data folder is read-only the counts are not cached.
     Processes counting the same folder at once take turns, so only the first one counts.
+    With ``config.data.skip_bad_examples`` a bad example counts as void pixels (its placeholder).
     """
     split = open_split(config.data, split_name)
     path = os.path.join(split.location, COUNTS_FILE.format(split=split_name))
@@ -169,7 +283,7 @@ def class_pixel_counts(config: ml_collections.ConfigDict, split_name: str = 'tra
                 cached = json.load(f)
             if cached.get('num_examples') == split.size and cached.get('source') == split.source:
                 return np.asarray(cached['counts'], np.int64)
-        with named_data_errors():
+        with named_data_errors(split):
             counts = _count_pixels(split)
         record = {'source': split.source, 'split': split_name, 'num_examples': split.size,
                   'class_names': CLASS_NAMES, 'counts': counts[:NUM_CLASSES].tolist(),

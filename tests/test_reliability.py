@@ -1,0 +1,241 @@
+"""Faults provoked for real: preemption, SIGKILL during a save, NaNs, read-only evaluation.
+
+Each test stops or breaks a real run and checks the outcome a user sees: the message, the exit
+status, which checkpoint steps exist afterwards, and that the resumed run's parameters equal an
+uninterrupted run's.
+"""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import REPO
+from seg_jax import checkpoints, evaluate, losses, optim, parallel, preemption, train
+from seg_jax.data import pipeline
+from seg_jax.models import build_model
+from seg_jax.reporting import read_history
+from seg_jax.state import create_train_state
+from test_train import tiny_config
+
+SIGTERM_RUN_STEPS = 30  # long enough that a signal sent at step 3 arrives well before the end
+KILLED_RUN_STEPS = 8
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp('synthetic'))
+
+
+def train_command(data_dir: str, workdir, steps: int, *overrides: str) -> list[str]:
+    """``python -m seg_jax.main`` on tests/tiny_config.py, the arguments of ``tiny_config``."""
+    return ['--config', str(REPO / 'tests' / 'tiny_config.py'), '--workdir', str(workdir),
+            f'--config.data.dir={data_dir}', f'--config.num_train_steps={steps}',
+            f'--config.eval_every_steps={steps}', f'--config.checkpoint_every_steps={steps // 2}',
+            *overrides]
+
+
+def run_main(arguments: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-m', 'seg_jax.main', *arguments], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def saved_steps(workdir) -> list[str]:
+    """The entries of the checkpoint folder (finished steps and orbax temporary folders)."""
+    return sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+
+
+def restored_params(data_dir: str, workdir, steps: int):
+    state = evaluate.restore_checkpoint(tiny_config(data_dir, steps), str(workdir), 'latest',
+                                        parallel.data_mesh())
+    return int(state.step), jax.device_get(state.params)
+
+
+def assert_same_params(a, b) -> None:
+    jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5),
+                           a, b)
+
+
+def uninterrupted_params(data_dir: str, workdir, steps: int):
+    state = train.train_and_evaluate(tiny_config(data_dir, steps), str(workdir))
+    return jax.device_get(state.params)
+
+
+def test_sigterm_saves_the_current_step_and_the_same_command_resumes(data_dir, tmp_path):
+    workdir = tmp_path / 'preempted'
+    command = [sys.executable, '-m', 'seg_jax.main',
+               *train_command(data_dir, workdir, SIGTERM_RUN_STEPS,
+                              f'--config.checkpoint_every_steps={SIGTERM_RUN_STEPS}',
+                              '--config.log_every_steps=1')]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    history = workdir / 'history.jsonl'
+    deadline = time.monotonic() + 300
+    while not (history.exists() and len(read_history(str(history))) >= 3):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)  # what SLURM and TPU maintenance send
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == preemption.EXIT_STATUS == 75, stderr[-3000:]
+    stopped = [e['step'] for e in read_history(str(history))][-1]
+    assert 3 <= stopped < SIGTERM_RUN_STEPS
+    assert (f'Stopped by SIGTERM (preemption) after step {stopped}: saved the checkpoint of '
+            f'step {stopped} in {workdir / "checkpoints"}. Rerun the same command') in stderr
+    assert 'Traceback' not in stderr
+    assert saved_steps(workdir) == sorted([str(stopped), 'best'])  # no best yet: no eval ran
+    assert restored_params(data_dir, workdir, SIGTERM_RUN_STEPS)[0] == stopped
+
+    rerun = run_main(command[3:])  # the same command
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    logged = [e['step'] for e in read_history(str(history)) if e['kind'] == 'train']
+    assert logged == list(range(1, SIGTERM_RUN_STEPS + 1))  # each step trained once
+    step, params = restored_params(data_dir, workdir, SIGTERM_RUN_STEPS)
+    assert step == SIGTERM_RUN_STEPS
+    assert_same_params(params, uninterrupted_params(data_dir, tmp_path / 'straight',
+                                                    SIGTERM_RUN_STEPS))
+
+
+def test_sigkill_during_a_save_keeps_the_previous_checkpoint_and_the_rerun_resumes(
+        data_dir, tmp_path):
+    workdir = tmp_path / 'killed'
+    arguments = train_command(data_dir, workdir, KILLED_RUN_STEPS,
+                              '--config.checkpoint_every_steps=2')
+    process = subprocess.Popen([sys.executable, str(REPO / 'tests' / 'stalled_commit.py'), '4',
+                                *arguments], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    for line in process.stdout:  # the arrays of step 4 are written; the commit is held back
+        if line.startswith('STALLED'):
+            break
+    process.kill()  # SIGKILL: no handler, no cleanup
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    entries = saved_steps(workdir)
+    assert '2' in entries and '4' not in entries
+    assert any(e.startswith('4.orbax-checkpoint-tmp') for e in entries), entries
+    assert restored_params(data_dir, workdir, KILLED_RUN_STEPS)[0] == 2
+
+    rerun = run_main(arguments)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert saved_steps(workdir) == ['4', '6', '8', 'best']  # keep_checkpoints=3
+    step, params = restored_params(data_dir, workdir, KILLED_RUN_STEPS)
+    assert step == KILLED_RUN_STEPS
+    assert_same_params(params, uninterrupted_params(data_dir, tmp_path / 'straight',
+                                                    KILLED_RUN_STEPS))
+
+
+def nan_images_from(first_bad: int, last_bad: int):
+    """A ``make_train_step`` whose steps ``first_bad..last_bad`` (1-based) see NaN images."""
+    make_step = train.make_train_step
+
+    def make(*args):
+        step, calls = make_step(*args), []
+
+        def step_with_bad_data(state, batch, health):
+            calls.append(1)
+            if first_bad <= len(calls) <= last_bad:
+                batch = {**batch, 'image': batch['image'] * np.nan}
+            return step(state, batch, health)
+        return step_with_bad_data
+    return make
+
+
+def all_finite(tree) -> bool:
+    return all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(jax.device_get(tree)))
+
+
+def test_skipped_nonfinite_steps_change_nothing_and_are_logged(data_dir, tmp_path, monkeypatch,
+                                                               caplog):
+    monkeypatch.setattr(train, 'make_train_step', nan_images_from(4, 5))
+    config = tiny_config(data_dir, steps=8)
+    config.skip_nonfinite_steps = 2
+    config.checkpoint_every_steps = 2
+    state = train.train_and_evaluate(config, str(tmp_path))
+    assert int(state.step) == 8
+    for count in (1, 2):
+        assert f'Skipped {count} steps whose loss or gradients were not finite' in caplog.text
+    history = read_history(str(tmp_path / 'history.jsonl'))
+    train_events = [e for e in history if e['kind'] == 'train']
+    assert [e['skipped_nonfinite_steps'] for e in train_events] == [0, 1, 2, 2]
+    # Logged means leave the skipped steps out (each window of 2 steps has one finite step).
+    assert all(e['loss'] is not None for e in train_events)
+    # Every checkpoint holds finite parameters, optimiser state and statistics.
+    with checkpoints.Checkpointer(tmp_path / 'checkpoints', keep=3, read_only=True) as ckpt:
+        for step in ckpt.all_steps():
+            restored = evaluate.restore_checkpoint(config, str(tmp_path), str(step),
+                                                   parallel.data_mesh())
+            assert all_finite((restored.params, restored.opt_state, restored.batch_stats)), step
+
+
+def test_more_nonfinite_steps_than_allowed_stop_naming_them_and_the_causes(
+        data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, 'make_train_step', nan_images_from(3, 8))
+    config = tiny_config(data_dir, steps=8)
+    config.skip_nonfinite_steps = 1
+    config.checkpoint_every_steps = 2
+    with pytest.raises(train.NonFiniteLossError) as error:
+        train.train_and_evaluate(config, str(tmp_path))
+    message = str(error.value)
+    assert message.startswith('The loss became NaN or infinite at 2 steps, the first at step 3 '
+                              'and the latest at step 4 (config.skip_nonfinite_steps=1)')
+    for cause in ('config.optimizer.learning_rate', "compute_dtype='float32'", 'bad labels'):
+        assert cause in message
+    assert saved_steps(tmp_path) == ['2', 'best']
+
+
+def test_nonfinite_gradients_with_a_finite_loss_are_caught(data_dir, monkeypatch):
+    segmentation_loss = losses.segmentation_loss
+
+    def loss_with_nan_gradients(outputs, labels, *args):
+        loss, terms = segmentation_loss(outputs, labels, *args)
+        # d sqrt(u)/du is infinite at u = 0: the gradient is NaN, the loss unchanged.
+        return loss + 0.0 * jnp.sqrt(jnp.sum(jnp.square(outputs['out'] * 0))), terms
+
+    monkeypatch.setattr(losses, 'segmentation_loss', loss_with_nan_gradients)
+    config = tiny_config(data_dir)
+    mesh = parallel.data_mesh()
+    tx, schedule = optim.build_optimizer(config, total_steps=8, steps_per_epoch=2)
+    state = create_train_state(build_model(config.model), tx, tuple(config.data.crop_size),
+                               config.seed, mesh)
+    before = jax.device_get(state.params)
+    step = train.make_train_step(config.loss, None, schedule, config.seed)
+    batch = parallel.global_batch(next(pipeline.build_input(config, 'train')), mesh)
+    state, logged, health = step(state, batch, train.initial_health(mesh))
+    assert np.isfinite(float(logged['loss']))
+    assert int(state.step) == 1  # the step counts, so the data moves on ...
+    assert_same_params(jax.device_get(state.params), before)  # ... but nothing else changed
+    with pytest.raises(train.NonFiniteLossError, match='^The gradients became NaN or infinite '
+                       'at step 1 '):
+        train._check_finite(health, 0, '/checkpoints')
+
+
+def tree_digest(folder) -> dict[str, str]:
+    """Every file under ``folder`` (relative path -> content hash), and every folder."""
+    digest = {}
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            digest[os.path.relpath(os.path.join(root, name), folder)] = 'folder'
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, 'rb') as f:
+                digest[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+    return digest
+
+
+def test_eval_never_writes_into_the_checkpoint_folder(data_dir, tmp_path):
+    config = tiny_config(data_dir, steps=4)
+    train.train_and_evaluate(config, str(tmp_path))
+    before = tree_digest(tmp_path / 'checkpoints')
+    modified = os.stat(tmp_path / 'checkpoints').st_mtime_ns
+    for which in ('latest', 'best', '2'):
+        config.eval.checkpoint = which
+        evaluate.evaluate_checkpoint(config, str(tmp_path))
+    assert tree_digest(tmp_path / 'checkpoints') == before
+    assert os.stat(tmp_path / 'checkpoints').st_mtime_ns == modified
+    assert (tmp_path / 'eval' / 'validation_2.json').exists()  # its reports went beside it
