@@ -71,6 +71,30 @@ class Evaluator:
         return results
 
 
+# The model fields that shape the parameters: a checkpoint restores only into the same ones.
+# (Others may differ at evaluation: output_stride, compute_dtype, remat, pretrained, ...)
+PARAMETER_SHAPING_FIELDS = ('name', 'backbone', 'num_classes', 'width', 'aux_head', 'dual_aspp')
+
+
+def _check_trained_model(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Refuses, in one line naming the fields and the flags that fix it, a model config other
+    than the one ``workdir``'s run was trained with (its config.json), e.g. another
+    num_classes; the leaf-by-leaf check of ``checkpoints`` stays as the last line of defence."""
+    trained = (reporting.stored_config(workdir) or {}).get('model')
+    if trained is None:
+        return
+    configured = reporting.resolved_config(config)['model']
+    changed = [field for field in PARAMETER_SHAPING_FIELDS
+               if field in trained and trained[field] != configured.get(field)]
+    if changed:
+        raise CheckpointError(
+            f'The checkpoints in {workdir} were trained with another model: '
+            + '; '.join(f'model.{field} is {trained[field]!r} there but {configured.get(field)!r} '
+                        'in this config' for field in changed)
+            + '. Evaluate with the config it was trained with, e.g. '
+            + ' '.join(f'--config.model.{field}={trained[field]}' for field in changed) + '.')
+
+
 def restore_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str,
                        mesh: jax.sharding.Mesh) -> TrainState:
     """The state saved in ``workdir`` as ``which`` ('latest', 'best' or a step), replicated over
@@ -79,6 +103,7 @@ def restore_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: s
     if not os.path.isdir(checkpoint_dir):  # checked first: opening a Checkpointer creates it
         raise CheckpointError(f'No checkpoint in {checkpoint_dir}; train first, or pass the '
                               '--workdir of a run that has trained.')
+    _check_trained_model(config, workdir)
     model = build_model(config.model)
     # The optimiser shapes the state to restore into, so it is built as training built it.
     tx, _ = optim.build_optimizer(

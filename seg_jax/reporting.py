@@ -91,15 +91,22 @@ def resolved_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return json_safe(json.loads(config.to_json_best_effort()))
 
 
+def stored_config(workdir: str) -> dict[str, Any] | None:
+    """The ``config.json`` of the run in ``workdir``; None for a workdir without one."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def config_changes(workdir: str, config: ml_collections.ConfigDict,
                    ignored: tuple[str, ...] = CHANGEABLE_FIELDS) -> list[str]:
     """``'field: old -> new'`` for each field where ``config`` differs from the run already in
     ``workdir`` (none for a new workdir), except fields matching the ``ignored`` prefixes."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return config_diff.differences(json.load(f), resolved_config(config), ignored)
+    stored = stored_config(workdir)
+    return [] if stored is None else config_diff.differences(stored, resolved_config(config),
+                                                             ignored)
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

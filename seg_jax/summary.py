@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from seg_jax.errors import ConfigError
+from seg_jax.data.crops import check_crop_size
 from seg_jax.models import build_model
 
 
@@ -41,10 +41,7 @@ def forward_flops(model: nn.Module, variables: Any, image_shape: tuple[int, ...]
 
 def model_summary(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Name, parameter count, forward FLOPs per image, output shape and stride of the model."""
-    height, width = config.data.crop_size
-    if height <= 0 or width <= 0:
-        raise ConfigError(f'config.data.crop_size={tuple(config.data.crop_size)} must be two '
-                          'positive sizes (height, width).')
+    height, width = check_crop_size(config.data.crop_size)
     model = build_model(config.model)
     image = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
     variables = abstract_variables(model, image.shape)

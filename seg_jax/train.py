@@ -26,7 +26,7 @@ from absl import logging
 
 from seg_jax import (checkpoints, evaluate, losses, metrics, optim, parallel, preemption,
                      pretrained, reporting)
-from seg_jax.data import pipeline
+from seg_jax.data import crops, pipeline
 from seg_jax.data.cityscapes import open_split
 from seg_jax.data.labels import IGNORE_LABEL
 from seg_jax.errors import ConfigError, SegJaxError, first_few
@@ -151,10 +151,13 @@ class TrainingSetup:
 
 
 def training_setup(config: ml_collections.ConfigDict) -> TrainingSetup:
-    """The run's setup; reads the training split's size (and, for class weights computed from
-    them, its pixel counts), so a missing or broken data set fails here, before compiling."""
-    total_steps, steps_per_epoch = optim.training_length(
-        config, open_split(config.data, 'train').size)
+    """The run's setup; reads the training split's size and first image (for the crop check)
+    and, for class weights computed from them, its pixel counts, so a missing or broken data set
+    or a config that does not fit it fails here, before compiling."""
+    train_split = open_split(config.data, 'train')
+    total_steps, steps_per_epoch = optim.training_length(config, train_split.size)
+    crops.check_crop_fits_images(config.data.crop_size, config.data.scale_range,
+                                 pipeline.image_size(train_split))
     model = build_model(config.model)
     losses.check_loss_config(config.loss)
     class_weights = losses.resolve_class_weights(
@@ -186,10 +189,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
             'would mix two experiments in one workdir: use the config it was started with, '
             'another --workdir, or --config.allow_config_change=True to continue with this one '
             '(the old config.json is kept beside it).')
+    setup = training_setup(config)  # checks config and data: a refused run writes nothing
     reporter = reporting.Reporter(workdir, enabled=is_main)
     reporter.write_config(config)
-
-    setup = training_setup(config)
     model, total_steps = setup.model, setup.total_steps
     state_arguments = (model, setup.tx, tuple(config.data.crop_size), config.seed, mesh)
     checkpointer = checkpoints.Checkpointer(f'{workdir}/checkpoints', keep=config.keep_checkpoints)

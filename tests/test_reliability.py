@@ -228,14 +228,51 @@ def tree_digest(folder) -> dict[str, str]:
     return digest
 
 
-def test_eval_never_writes_into_the_checkpoint_folder(data_dir, tmp_path):
+@pytest.fixture(scope='module')
+def trained_workdir(data_dir, tmp_path_factory):
+    """A finished 4-step run: checkpoints 2 and 4, and the best one."""
+    workdir = tmp_path_factory.mktemp('trained')
+    train.train_and_evaluate(tiny_config(data_dir, steps=4), str(workdir))
+    return workdir
+
+
+def test_eval_never_writes_into_the_checkpoint_folder(data_dir, trained_workdir):
     config = tiny_config(data_dir, steps=4)
-    train.train_and_evaluate(config, str(tmp_path))
-    before = tree_digest(tmp_path / 'checkpoints')
-    modified = os.stat(tmp_path / 'checkpoints').st_mtime_ns
+    before = tree_digest(trained_workdir / 'checkpoints')
+    modified = os.stat(trained_workdir / 'checkpoints').st_mtime_ns
     for which in ('latest', 'best', '2'):
         config.eval.checkpoint = which
-        evaluate.evaluate_checkpoint(config, str(tmp_path))
-    assert tree_digest(tmp_path / 'checkpoints') == before
-    assert os.stat(tmp_path / 'checkpoints').st_mtime_ns == modified
-    assert (tmp_path / 'eval' / 'validation_2.json').exists()  # its reports went beside it
+        evaluate.evaluate_checkpoint(config, str(trained_workdir))
+    assert tree_digest(trained_workdir / 'checkpoints') == before
+    assert os.stat(trained_workdir / 'checkpoints').st_mtime_ns == modified
+    assert (trained_workdir / 'eval' / 'validation_2.json').exists()  # reports go beside it
+
+
+@pytest.mark.parametrize('mode,overrides,message', [
+    ('train', ['--config.global_batch_size=7'], 'config.global_batch_size=7 must be a positive '
+     'multiple of the number of devices, 8, to split evenly over them; set '
+     '--config.global_batch_size=8.'),
+    ('train', ['--config.data.crop_size=(512, 1024)'], 'config.data.crop_size=(512, 1024) is '
+     'larger than the training images (64x128) even at the largest rescale factor 1.5 of '
+     'config.data.scale_range (96x192), so every crop would be partly padding. Use a crop of at '
+     'most 96x192, e.g. --config.data.crop_size="(96, 192)"'),
+    ('eval', ['--config.model.num_classes=20'], "model.num_classes is 19 there but 20 in this "
+     'config. Evaluate with the config it was trained with, e.g. --config.model.num_classes=19.'),
+    ('eval', ['--config.model.name=resnet_aspp', '--config.model.backbone=resnet18'],
+     "model.name is 'unet' there but 'resnet_aspp' in this config; model.backbone is None there "
+     "but 'resnet18' in this config. Evaluate with the config it was trained with, e.g. "
+     '--config.model.name=unet --config.model.backbone=None.'),
+])
+def test_config_faults_of_a_run_are_one_line_errors_and_change_nothing(
+        data_dir, trained_workdir, tmp_path, mode, overrides, message):
+    workdir = trained_workdir if mode == 'eval' else tmp_path / 'new'
+    before = tree_digest(workdir) if mode == 'eval' else None
+    result = run_main(['--mode', mode, *train_command(data_dir, workdir, 4, *overrides)])
+    assert result.returncode == 1, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert 'Traceback' not in result.stderr
+    if mode == 'eval':
+        assert tree_digest(workdir) == before
+    else:  # refused before anything was written: the corrected command can use the workdir
+        assert not workdir.exists()

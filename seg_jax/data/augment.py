@@ -19,11 +19,11 @@ and a change to one option (say, the rotation range) does not change the other d
 """
 
 import math
-import numbers
 from typing import NamedTuple
 
 import tensorflow as tf
 
+from seg_jax.data.crops import check_crop_size
 from seg_jax.data.labels import IGNORE_LABEL
 from seg_jax.errors import ConfigError, ShapeError
 
@@ -80,9 +80,7 @@ def _as_image_and_label(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, 
 
 def _check_geometry_args(crop_size: tuple[int, int], scale_range: tuple[float, float],
                          rotation_degrees: float) -> None:
-    if len(crop_size) != 2 or not all(isinstance(n, numbers.Integral) and n > 0 for n in crop_size):
-        raise ConfigError(f'crop_size={crop_size} must be two positive ints (height, width); set '
-                          'config.data.crop_size to e.g. (512, 1024).')
+    check_crop_size(crop_size)
     if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
         raise ConfigError(f'scale_range={scale_range} must be (low, high) with 0 < low <= high; '
                           'set config.data.scale_range to e.g. (0.5, 2.0), or (1.0, 1.0) for no '

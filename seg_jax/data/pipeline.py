@@ -241,6 +241,14 @@ def as_numpy(dataset: tf.data.Dataset, split: Split | None = None
         yield batch
 
 
+def image_size(split: Split) -> tuple[int, int]:
+    """(height, width) of the split's first image, decoded once (Cityscapes images share one
+    size), for checks of the config against the data before anything is compiled."""
+    with named_data_errors(split):
+        image = split.read(tf.constant(0, tf.int64))['image']
+    return tuple(int(side) for side in image.shape[:2])
+
+
 def build_input(config: ml_collections.ConfigDict, split: str, *,
                 start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Host-local numpy batches: endless augmented crops for 'train', else one eval pass."""
