@@ -11,9 +11,11 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -328,3 +330,30 @@ def test_the_tpu_script_runs_the_same_command_on_every_worker(tmp_path):
     remote_command = shlex.split(shlex.split(run)[-1])
     assert remote_command[-3:] == ['seg_jax.main', '--config=configs/deeplabv3_r50.py',
                                    '--workdir=/mnt/shared/a run']
+
+
+def test_sigterm_to_one_process_stops_the_job_at_one_step_with_one_checkpoint(tmp_path):
+    """A preemption notice reaching one host (as TPU maintenance may): JAX's preemption service
+    tells the other, both stop after the same step and save one collective checkpoint."""
+    steps, port, workdir = 40, free_port(), tmp_path / 'run'
+    flags = (TINY_CONFIG, f'--workdir={workdir}', f'--config.data.dir={tmp_path / "data"}',
+             f'--config.num_train_steps={steps}', f'--config.checkpoint_every_steps={steps}',
+             f'--config.eval_every_steps={steps}', '--config.log_every_steps=1')
+    processes = [start_process(i, port, *flags, cwd=tmp_path) for i in range(2)]
+    history = workdir / 'history.jsonl'
+    while not (history.exists() and len(history.read_text().splitlines()) >= 3):
+        assert all(p.poll() is None for p in processes), [p.communicate() for p in processes]
+        time.sleep(0.05)
+    processes[1].send_signal(signal.SIGTERM)
+    outputs = [process.communicate(timeout=TIMEOUT_S) for process in processes]
+    assert [process.returncode for process in processes] == [75, 75], outputs
+    stopped = {int(re.search(r'Stopped by SIGTERM \(preemption\) after step (\d+)', stderr)[1])
+               for _, stderr in outputs}
+    assert len(stopped) == 1, stopped  # the same step in both processes
+    [step] = stopped
+    assert 3 <= step < steps
+    assert sorted(os.listdir(workdir / 'checkpoints')) == [str(step), 'best']
+    config = tiny_config.get_config()
+    config.data.dir, config.num_train_steps = str(tmp_path / 'data'), steps
+    state = evaluate.restore_checkpoint(config, str(workdir), 'latest', parallel.data_mesh())
+    assert int(state.step) == step
