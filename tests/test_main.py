@@ -149,3 +149,12 @@ def test_config_faults_are_one_line_errors_naming_the_valid_choices(tmp_path, ov
     assert 'Traceback' not in result.stderr
     [line] = error_lines(result)
     assert message in line, line
+
+
+def test_the_readme_fault_table_names_tests_that_exist():
+    readme = (REPO / 'README.md').read_text()
+    section = readme.split('## What happens when ...')[1].split('\n## ')[0]
+    references = re.findall(r'`(tests/\w+\.py)::(\w+)`', section)
+    assert len(references) >= 15
+    for path, name in references:
+        assert re.search(rf'^def {name}\(', (REPO / path).read_text(), re.MULTILINE), (path, name)

@@ -276,3 +276,17 @@ def test_config_faults_of_a_run_are_one_line_errors_and_change_nothing(
         assert tree_digest(workdir) == before
     else:  # refused before anything was written: the corrected command can use the workdir
         assert not workdir.exists()
+
+
+def test_parameters_that_overflow_on_a_finite_step_are_never_saved(data_dir, tmp_path):
+    config = tiny_config(data_dir, steps=4)
+    # A finite loss (< 1e30) and finite gradients (~1e30 x the dice gradient), but an update
+    # (1e20 x those) beyond float32's largest value, ~3.4e38.
+    config.loss.name, config.loss.dice_weight = 'ce_dice', 1e30
+    config.optimizer.name, config.optimizer.learning_rate = 'sgd', 1e20
+    config.log_every_steps = config.checkpoint_every_steps = 1
+    with pytest.raises(train.NonFiniteLossError, match=r'^The parameters or optimiser state '
+                       r'became NaN or infinite by step 1 although every loss and gradient was '
+                       r'finite; they were not saved'):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert saved_steps(tmp_path) == ['best']  # no step was saved
