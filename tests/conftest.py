@@ -1,14 +1,23 @@
 """Shared test setup: 8 fake CPU devices for multi-device tests, tiny model configs.
 
 XLA reads XLA_FLAGS once, when jax first initialises its backends, so it is set here, before
-any test module imports jax. Subprocesses started by tests inherit it.
+any test module imports jax. Subprocesses started by tests inherit it, and the persistent
+compilation cache: the many training subprocesses of the suite (resume, preemption, errors)
+compile the same tiny programs, which they then load instead of compiling again.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+    os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='seg_jax_test_xla_cache_')
+    atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
 import importlib  # noqa: E402
 import pathlib  # noqa: E402

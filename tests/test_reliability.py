@@ -25,8 +25,8 @@ from seg_jax.reporting import read_history
 from seg_jax.state import create_train_state
 from test_train import tiny_config
 
-SIGTERM_RUN_STEPS = 30  # long enough that a signal sent at step 3 arrives well before the end
-KILLED_RUN_STEPS = 8
+# The interrupted runs: long enough that a signal sent after step 3 arrives well before the end.
+RUN_STEPS = 12
 
 
 @pytest.fixture(scope='module')
@@ -63,16 +63,20 @@ def assert_same_params(a, b) -> None:
                            a, b)
 
 
-def uninterrupted_params(data_dir: str, workdir, steps: int):
-    state = train.train_and_evaluate(tiny_config(data_dir, steps), str(workdir))
+@pytest.fixture(scope='module')
+def uninterrupted_params(data_dir, tmp_path_factory):
+    """The parameters after ``RUN_STEPS`` steps of a run that nothing stopped."""
+    state = train.train_and_evaluate(tiny_config(data_dir, RUN_STEPS),
+                                     str(tmp_path_factory.mktemp('uninterrupted')))
     return jax.device_get(state.params)
 
 
-def test_sigterm_saves_the_current_step_and_the_same_command_resumes(data_dir, tmp_path):
+def test_sigterm_saves_the_current_step_and_the_same_command_resumes(data_dir, tmp_path,
+                                                                    uninterrupted_params):
     workdir = tmp_path / 'preempted'
     command = [sys.executable, '-m', 'seg_jax.main',
-               *train_command(data_dir, workdir, SIGTERM_RUN_STEPS,
-                              f'--config.checkpoint_every_steps={SIGTERM_RUN_STEPS}',
+               *train_command(data_dir, workdir, RUN_STEPS,
+                              f'--config.checkpoint_every_steps={RUN_STEPS}',
                               '--config.log_every_steps=1')]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -85,27 +89,26 @@ def test_sigterm_saves_the_current_step_and_the_same_command_resumes(data_dir, t
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == preemption.EXIT_STATUS == 75, stderr[-3000:]
     stopped = [e['step'] for e in read_history(str(history))][-1]
-    assert 3 <= stopped < SIGTERM_RUN_STEPS
+    assert 3 <= stopped < RUN_STEPS
     assert (f'Stopped by SIGTERM (preemption) after step {stopped}: saved the checkpoint of '
             f'step {stopped} in {workdir / "checkpoints"}. Rerun the same command') in stderr
     assert 'Traceback' not in stderr
     assert saved_steps(workdir) == sorted([str(stopped), 'best'])  # no best yet: no eval ran
-    assert restored_params(data_dir, workdir, SIGTERM_RUN_STEPS)[0] == stopped
+    assert restored_params(data_dir, workdir, RUN_STEPS)[0] == stopped
 
     rerun = run_main(command[3:])  # the same command
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     logged = [e['step'] for e in read_history(str(history)) if e['kind'] == 'train']
-    assert logged == list(range(1, SIGTERM_RUN_STEPS + 1))  # each step trained once
-    step, params = restored_params(data_dir, workdir, SIGTERM_RUN_STEPS)
-    assert step == SIGTERM_RUN_STEPS
-    assert_same_params(params, uninterrupted_params(data_dir, tmp_path / 'straight',
-                                                    SIGTERM_RUN_STEPS))
+    assert logged == list(range(1, RUN_STEPS + 1))  # each step trained once
+    step, params = restored_params(data_dir, workdir, RUN_STEPS)
+    assert step == RUN_STEPS
+    assert_same_params(params, uninterrupted_params)
 
 
 def test_sigkill_during_a_save_keeps_the_previous_checkpoint_and_the_rerun_resumes(
-        data_dir, tmp_path):
+        data_dir, tmp_path, uninterrupted_params):
     workdir = tmp_path / 'killed'
-    arguments = train_command(data_dir, workdir, KILLED_RUN_STEPS,
+    arguments = train_command(data_dir, workdir, RUN_STEPS,
                               '--config.checkpoint_every_steps=2')
     process = subprocess.Popen([sys.executable, str(REPO / 'tests' / 'stalled_commit.py'), '4',
                                 *arguments], cwd=REPO, stdout=subprocess.PIPE,
@@ -119,15 +122,14 @@ def test_sigkill_during_a_save_keeps_the_previous_checkpoint_and_the_rerun_resum
     entries = saved_steps(workdir)
     assert '2' in entries and '4' not in entries
     assert any(e.startswith('4.orbax-checkpoint-tmp') for e in entries), entries
-    assert restored_params(data_dir, workdir, KILLED_RUN_STEPS)[0] == 2
+    assert restored_params(data_dir, workdir, RUN_STEPS)[0] == 2
 
     rerun = run_main(arguments)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert saved_steps(workdir) == ['4', '6', '8', 'best']  # keep_checkpoints=3
-    step, params = restored_params(data_dir, workdir, KILLED_RUN_STEPS)
-    assert step == KILLED_RUN_STEPS
-    assert_same_params(params, uninterrupted_params(data_dir, tmp_path / 'straight',
-                                                    KILLED_RUN_STEPS))
+    assert saved_steps(workdir) == ['10', '12', '8', 'best']  # keep_checkpoints=3
+    step, params = restored_params(data_dir, workdir, RUN_STEPS)
+    assert step == RUN_STEPS
+    assert_same_params(params, uninterrupted_params)
 
 
 def nan_images_from(first_bad: int, last_bad: int):
