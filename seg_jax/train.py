@@ -216,10 +216,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
         pipeline.build_input(config, 'train', start_step=start_step), mesh)
     health = initial_health(mesh)
 
-    def check_finite(step: int) -> int:
-        """Stops before a non-finite state is evaluated or saved; returns the skipped steps."""
+    def check_finite(step: int, state_leaves_devices: bool) -> int:
+        """Stops once too many steps were not finite, and before a non-finite state is evaluated
+        or saved; returns the skipped steps. One read of the health record per step at most."""
         skipped = _check_finite(health, config.skip_nonfinite_steps, checkpointer.directory)
-        if not bool(_state_is_finite(state)):
+        if state_leaves_devices and not bool(_state_is_finite(state)):
             raise NonFiniteLossError(
                 f'The parameters or optimiser state became NaN or infinite by step {step} '
                 f'although every loss and gradient was finite; they were not saved, and the last '
@@ -232,9 +233,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
         for step in range(start_step + 1, total_steps + 1):
             state, step_metrics, health = train_step(state, next(batches), health)
             pending.append(step_metrics)
-            if step % config.log_every_steps == 0 or step == total_steps:
-                skipped = _check_finite(health, config.skip_nonfinite_steps,
-                                        checkpointer.directory)
+            log_due = step % config.log_every_steps == 0 or step == total_steps
+            eval_due = step % config.eval_every_steps == 0 or step == total_steps
+            save_due = step % config.checkpoint_every_steps == 0 or step == total_steps
+            # Every process asks at every step (a multi-process job agrees on the step here).
+            preempted = step < total_steps and preemption_notice.reached(step)
+            if not (log_due or eval_due or save_due or preempted):
+                continue
+            skipped = check_finite(step, state_leaves_devices=eval_due or save_due or preempted)
+            if log_due:
                 if skipped > skipped_logged:
                     logging.warning('Skipped %d steps whose loss or gradients were not finite '
                                     'so far (config.skip_nonfinite_steps=%d allows %d).',
@@ -251,18 +258,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
                 logging.info('step %d/%d: loss %.4f, lr %.3g, %.1f images/s', step, total_steps,
                              means['loss'], means['learning_rate'], means['images_per_s'])
                 pending = []
-            if step % config.eval_every_steps == 0 or step == total_steps:
-                check_finite(step)
+            if eval_due:
                 eval_metrics = evaluator.evaluate(state, config.eval.split, reporter, step)
                 checkpointer.save_best(step, state, eval_metrics['miou'])
                 reporter.plot_curves()
-            if step % config.checkpoint_every_steps == 0 or step == total_steps:
-                check_finite(step)
-                checkpointer.save(step, state)
-            # Every process asks at every step (a multi-process job agrees on the step here).
-            if step < total_steps and preemption_notice.reached(step):
-                check_finite(step)
-                checkpointer.save(step, state, force=True)
+            if save_due or preempted:  # the preemption save is forced, off the cadence
+                checkpointer.save(step, state, force=preempted)
+            if preempted:
                 raise preemption.Preempted(step, str(checkpointer.directory))
     finally:  # also on an interruption: pending checkpoint writes complete
         progress.close()
