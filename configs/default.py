@@ -87,7 +87,25 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict()
     config.eval.split = 'validation'
     config.eval.batch_size = 8  # global, like global_batch_size
-    config.eval.checkpoint = 'latest'  # --mode eval restores 'latest', 'best' or a step number
+    config.eval.checkpoint = 'latest'  # --mode eval / predict restore 'latest', 'best' or a step
+    # How every evaluation (periodic, --mode eval) and --mode predict infer a full image
+    # (seg_jax/inference.py): whole image by default; a sliding window of window=(h, w) moved
+    # by stride=(h, w) (default: the window), overlapping logits averaged; and test-time
+    # augmentation: each of scales, mirrored too with flip, probabilities averaged.
+    config.eval.window = placeholder(tuple)
+    config.eval.stride = placeholder(tuple)
+    config.eval.scales = (1.0,)  # e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) with flip: the MS+flip protocol
+    config.eval.flip = False
+    # --mode eval writes the official label-id PNGs of config.eval.split here (seg_jax/export.py)
+    config.eval.export_dir = placeholder(str)
+
+    # --mode predict (seg_jax/predict.py): segments images of any size with the restored model,
+    # config.eval.batch_size at a time, inferring as config.eval says.
+    config.predict = ml_collections.ConfigDict()
+    config.predict.input = placeholder(str)  # an image file, a folder (searched recursively) or a glob
+    config.predict.output = placeholder(str)  # default: <workdir>/predictions
+    config.predict.overlay_alpha = 0.5  # opacity of the colours over the photo in *_overlay.png
+    config.predict.overwrite = False  # True: replace outputs of an earlier prediction
 
     # --mode benchmark (seg_jax/benchmark.py): what is timed, and how long.
     config.benchmark = ml_collections.ConfigDict()

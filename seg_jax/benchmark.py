@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from seg_jax import evaluate, parallel, train
+from seg_jax import evaluate, inference, parallel, train
 from seg_jax.data import pipeline
 from seg_jax.data.labels import NUM_CLASSES
 from seg_jax.models import COMPUTE_DTYPES
@@ -131,9 +131,11 @@ def benchmark_train_step(config: ml_collections.ConfigDict, setup: train.Trainin
 
 
 def benchmark_eval(config: ml_collections.ConfigDict, model, state, mesh) -> dict[str, Any]:
-    """Images/s of the eval step (logits, argmax, confusion matrix) at the benchmark size."""
+    """Images/s of the eval step (inference as config.eval says, argmax, confusion matrix) at
+    the benchmark size."""
     size = tuple(config.benchmark.eval_size)
-    step = evaluate.make_eval_step(model, mesh)
+    settings = inference.inference_settings(config.eval)
+    step = evaluate.make_eval_step(model, mesh, settings)
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     batch = _random_batch(config.eval.batch_size, size, mesh, with_mask=True)
     start = time.perf_counter()
@@ -143,7 +145,9 @@ def benchmark_eval(config: ml_collections.ConfigDict, model, state, mesh) -> dic
     times = _timed(compiled, config.benchmark.eval_batches, variables, batch)
     return {'eval_size': list(size), 'eval_batch': config.eval.batch_size,
             'compile_s': compile_s, 'batch_s': _spread(times),
-            'images_per_s': config.eval.batch_size / statistics.median(times)}
+            'images_per_s': config.eval.batch_size / statistics.median(times),
+            'inference_views': settings.num_views,
+            'sliding_window': list(settings.window) if settings.window else None}
 
 
 def benchmark_input(config: ml_collections.ConfigDict, step_images_per_s: float

@@ -10,24 +10,26 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from seg_jax import checkpoints, losses, metrics, optim, parallel, reporting
+from seg_jax import checkpoints, inference, losses, metrics, optim, parallel, reporting
 from seg_jax.data import pipeline
-from seg_jax.data.cityscapes import open_split
 from seg_jax.data.labels import IGNORE_LABEL
-from seg_jax.errors import CheckpointError
+from seg_jax.errors import CheckpointError, ConfigError
+from seg_jax.export import Exporter
 from seg_jax.models import build_model
 from seg_jax.state import TrainState, abstract_train_state
 
 
-def make_eval_step(model, mesh: jax.sharding.Mesh):
+def make_eval_step(model, mesh: jax.sharding.Mesh,
+                   settings: inference.InferenceSettings = inference.InferenceSettings()):
     """``step(variables, batch) -> (totals, predictions)``, jitted over ``mesh``.
 
+    The model infers as ``settings`` say (whole image, sliding window, multi-scale + flip).
     ``totals`` (confusion matrix, loss sum, labelled pixels, images) are replicated; the
     predictions stay sharded like the batch, so each process can read its own rows. Padded
     examples (``mask`` False) become all-void, so they count in nothing.
     """
     def step(variables, batch):
-        logits = model.apply(variables, batch['image'], train=False)['out']
+        logits = inference.log_probabilities(model, variables, batch['image'], settings)
         labels = jnp.where(batch['mask'][:, None, None], batch['label'], IGNORE_LABEL)
         predictions = metrics.predictions_from_logits(logits)
         valid = jnp.sum(labels != IGNORE_LABEL)
@@ -44,15 +46,20 @@ class Evaluator:
 
     def __init__(self, config: ml_collections.ConfigDict, model, mesh: jax.sharding.Mesh):
         self.config, self.mesh = config, mesh
-        self.step = make_eval_step(model, mesh)
+        self.step = make_eval_step(model, mesh, inference.inference_settings(config.eval))
 
-    def evaluate(self, state, split: str, reporter: reporting.Reporter, step: int) -> dict:
-        """Metrics of ``split``; every process must call it (the batches span all of them)."""
+    def evaluate(self, state, split: str, reporter: reporting.Reporter, step: int,
+                 exporter: Exporter | None = None) -> dict:
+        """Metrics of ``split``; every process must call it (the batches span all of them).
+        With an ``exporter``, each process also writes its images' predictions."""
         variables = {'params': state.params, 'batch_stats': state.batch_stats}
         confusion, loss_sum, valid, images, sample = None, 0.0, 0, 0, None
         for host_batch in pipeline.build_input(self.config, split):
             totals, predictions = self.step(variables, parallel.global_batch(host_batch,
                                                                              self.mesh))
+            if exporter is not None:
+                exporter.write(host_batch['image_id'], parallel.local_rows(predictions),
+                               host_batch['mask'])
             confusion = metrics.accumulate(confusion, totals['confusion'])
             loss_sum += float(totals['loss_sum'])
             valid += int(totals['valid'])
@@ -105,23 +112,46 @@ def restore_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: s
                               '--workdir of a run that has trained.')
     _check_trained_model(config, workdir)
     model = build_model(config.model)
-    # The optimiser shapes the state to restore into, so it is built as training built it.
-    tx, _ = optim.build_optimizer(
-        config, *optim.training_length(config, open_split(config.data, 'train').size))
+    tx = optim.restorable_optimizer(config)  # the optimiser state is part of what was saved
     target = abstract_train_state(model, tx, tuple(config.data.crop_size), config.seed, mesh)
     with checkpoints.Checkpointer(checkpoint_dir, keep=config.keep_checkpoints,
                                   read_only=True) as ckpt:
         return ckpt.restore(target, int(which) if which.isdigit() else which)
 
 
+def _exporter(config: ml_collections.ConfigDict) -> Exporter | None:
+    """The exporter ``config.eval.export_dir`` asks for, checked before anything is restored."""
+    if not config.eval.export_dir:
+        return None
+    if config.data.eval_scale != 1.0:
+        raise ConfigError(
+            f'config.eval.export_dir exports predictions at full resolution, but '
+            f'config.data.eval_scale={config.data.eval_scale} resizes the images and labels '
+            'themselves. Set --config.data.eval_scale=1.0 and, to infer at another scale, '
+            f'--config.eval.scales="({config.data.eval_scale},)", which resizes only the '
+            'network\'s input and predicts at full resolution.')
+    return Exporter(config.eval.export_dir, config.eval.split)
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """``--mode eval``: restores ``config.eval.checkpoint`` from ``workdir`` and evaluates it."""
+    """``--mode eval``: restores ``config.eval.checkpoint`` from ``workdir`` and evaluates it;
+    with ``config.eval.export_dir`` it also writes the official label-id PNGs."""
     parallel.check_batch_size(config.eval.batch_size, 'config.eval.batch_size')
     mesh = parallel.data_mesh()
+    evaluator = Evaluator(config, build_model(config.model), mesh)  # checks config.eval
+    exporter = _exporter(config)
     state = restore_checkpoint(config, workdir, str(config.eval.checkpoint), mesh)
     reporter = reporting.Reporter(workdir, enabled=jax.process_index() == 0)
     step = int(jax.device_get(state.step))
-    evaluator = Evaluator(config, build_model(config.model), mesh)
-    results = evaluator.evaluate(state, config.eval.split, reporter, step)
-    reporter.close()
+    try:
+        results = evaluator.evaluate(state, config.eval.split, reporter, step, exporter)
+    finally:
+        if exporter is not None:
+            exporter.close()
+        reporter.close()
+    if exporter is not None and reporter.enabled:
+        print(f'Exported {results["num_images"]} label-id PNGs (this process: '
+              f'{exporter.written}) to {exporter.folder}. Evaluate them with '
+              'cityscapesscripts (see README, "Official evaluation and benchmark submission").',
+              flush=True)
     return results

@@ -1,9 +1,16 @@
-"""Writing shared files safely: never half-written under their final name, never twice at once."""
+"""Writing files safely: never half-written under their final name, never twice at once, and
+(for the many images of an export) in the background, without losing an error."""
 
+import collections
+import concurrent.futures
 import contextlib
 import fcntl
+import io
 import os
-from typing import Iterator
+from typing import Callable, Iterator
+
+import numpy as np
+from PIL import Image
 
 
 def write_atomically(path: str | os.PathLike, data: bytes) -> None:
@@ -34,3 +41,44 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
         yield
     finally:
         os.close(descriptor)  # closing releases the lock
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """A uint8 HxW (grey) or HxWx3 (RGB) array as PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(array, np.uint8)).save(buffer, format='PNG')
+    return buffer.getvalue()
+
+
+def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
+    """``array`` (see ``png_bytes``) as a PNG at ``path``, written atomically."""
+    write_atomically(path, png_bytes(array))
+
+
+class BackgroundWriter:
+    """Runs file writes on a few threads while the caller computes the next batch; at most
+    ``max_pending`` wait, so memory stays bounded. ``close`` (or leaving the ``with`` block)
+    waits for every write and raises the first error, so a failed write is never silent."""
+
+    def __init__(self, threads: int = 4, max_pending: int = 32):
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, 'seg_jax_writer')
+        self._pending: collections.deque[concurrent.futures.Future] = collections.deque()
+        self._max_pending = max_pending
+
+    def submit(self, write: Callable[..., None], *args) -> None:
+        while len(self._pending) >= self._max_pending:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(write, *args))
+
+    def close(self) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> 'BackgroundWriter':
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

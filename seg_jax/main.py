@@ -43,21 +43,26 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str | None) -> None:
     evaluate.evaluate_checkpoint(config, _require_workdir(workdir, 'eval'))
 
 
+def run_predict(config: ml_collections.ConfigDict, workdir: str | None) -> None:
+    """``--mode predict``: segments ``config.predict.input``'s images into PNGs."""
+    from seg_jax import predict
+    predict.predict(config, _require_workdir(workdir, 'predict'))
+
+
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str | None) -> None:
     """``--mode benchmark``: one JSON object per measurement (speed, FLOP/s, memory, input)."""
     from seg_jax import benchmark
     benchmark.run_benchmark(config, workdir)
 
 
-MODES = ('train', 'eval', 'predict', 'benchmark', 'summary')
-AVAILABLE = {'summary': print_summary, 'train': run_train, 'eval': run_eval,
-             'benchmark': run_benchmark}
+RUNNERS = {'summary': print_summary, 'train': run_train, 'eval': run_eval,
+           'predict': run_predict, 'benchmark': run_benchmark}
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file with get_config(); override fields with '
     '--config.model.output_stride=16 and the like.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs and reports.')
-_MODE = flags.DEFINE_enum('mode', 'train', MODES, 'What to do with the configured model.')
+_MODE = flags.DEFINE_enum('mode', 'train', list(RUNNERS), 'What to do with the configured model.')
 
 
 def _environment_int(name: str) -> int | None:
@@ -158,16 +163,13 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-    if _MODE.value not in AVAILABLE:
-        raise app.UsageError(f'--mode {_MODE.value} is not available yet in this version of '
-                             f'seg_jax; available: {", ".join(sorted(AVAILABLE))}.')
     try:
         if _DISTRIBUTED.value == 'auto':
             distributed.initialize(
                 coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                 process_id=_PROCESS_ID.value, timeout_s=_DISTRIBUTED_TIMEOUT.value)
         distributed.check_same_run(_CONFIG.value, mode=_MODE.value, workdir=_WORKDIR.value)
-        AVAILABLE[_MODE.value](_CONFIG.value, _WORKDIR.value)
+        RUNNERS[_MODE.value](_CONFIG.value, _WORKDIR.value)
     except preemption.Preempted as stopped:  # not an error: the checkpoint is saved
         print(stopped, file=sys.stderr, flush=True)
         sys.exit(preemption.EXIT_STATUS)

@@ -47,6 +47,16 @@ def build_optimizer(config: ml_collections.ConfigDict, total_steps: int,
     return _optimizer(config.optimizer, schedule), schedule
 
 
+def restorable_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """The run's update rule on a constant schedule, for restoring a checkpoint.
+
+    An optimiser's state has the same tree and shapes whatever its schedule (every schedule is
+    a function of the update count, stored the same way), and that is all a restore needs; so
+    evaluation and prediction need neither the training split nor the run's length.
+    """
+    return _optimizer(config.optimizer, optax.constant_schedule(config.optimizer.learning_rate))
+
+
 def build_schedule(config: ml_collections.ConfigDict, learning_rate: float, total_steps: int,
                    steps_per_epoch: int | None = None) -> optax.Schedule:
     """``config.schedule``'s learning rate as a function of the update count."""

@@ -36,3 +36,16 @@ def load_config(name: str):
 @pytest.fixture(scope='session')
 def repo() -> pathlib.Path:
     return REPO
+
+
+@pytest.fixture(scope='session')
+def trained_run(tmp_path_factory):
+    """(config, workdir) of a tiny 8-step run on its own synthetic data, trained once per test
+    session for the tests that restore a checkpoint (predict, export)."""
+    import tiny_config
+    from seg_jax import train
+    config = tiny_config.get_config()
+    config.data.dir = str(tmp_path_factory.mktemp('trained_run_data'))
+    workdir = str(tmp_path_factory.mktemp('trained_run'))
+    train.train_and_evaluate(config, workdir)
+    return config, workdir

@@ -76,11 +76,14 @@ def test_invalid_value_is_a_one_line_error(tmp_path):
     assert 'Traceback' not in result.stderr
 
 
-@pytest.mark.parametrize('mode', ['predict'])
-def test_modes_of_later_issues_say_they_are_not_available(tmp_path, mode):
-    result = run_main('--config', str(REPO / 'configs' / 'fcn.py'), '--mode', mode, cwd=tmp_path)
-    assert result.returncode != 0
-    assert f'--mode {mode} is not available yet' in result.stderr
+def test_predict_names_what_it_needs(tmp_path):
+    result = run_main('--config', str(REPO / 'configs' / 'demo.py'), '--mode', 'predict',
+                      cwd=tmp_path)
+    assert result.returncode != 0 and '--mode predict needs --workdir' in result.stderr
+    result = run_main('--config', str(REPO / 'configs' / 'demo.py'), '--mode', 'predict',
+                      '--workdir', str(tmp_path / 'run'), cwd=tmp_path)
+    assert result.returncode != 0 and 'needs --config.predict.input' in result.stderr
+    assert 'Traceback' not in result.stderr
 
 
 def test_eval_without_a_checkpoint_is_a_clear_error_and_creates_nothing(tmp_path):
