@@ -22,7 +22,8 @@ def unet():
     """The tests' narrow U-Net (output stride 16) with random weights (the classifier too,
     which starts at zero) and random BN statistics."""
     model = build_model(get_config().model)
-    variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 64, 3)), train=False)
+    variables = jax.jit(lambda key: model.init(key, jnp.zeros((1, 32, 64, 3)), train=False))(
+        jax.random.key(0))
     leaves, tree = jax.tree_util.tree_flatten_with_path(variables)
     keys = jax.random.split(jax.random.key(1), len(leaves))
     randomized = []

@@ -172,6 +172,43 @@ def test_a_checkpoint_from_two_processes_evaluates_in_one(runs, tmp_path):
     assert alone['miou'] == pytest.approx(together['miou'], abs=1e-4)
 
 
+def test_two_processes_export_and_predict_each_image_once(runs, tmp_path):
+    """Each process writes the images of its share: together every one, once, as one process
+    writes them (up to the forward pass's rounding)."""
+    workdir = tmp_path / 'copy'  # --mode eval and predict write reports into the workdir
+    shutil.copytree(runs['two_processes'], workdir)
+    photos = tmp_path / 'photos'
+    (photos / 'phone').mkdir(parents=True)
+    for path in sorted(glob.glob(os.path.join(runs['data'], 'leftImg8bit', 'val', '*',
+                                              '*.png')))[:3]:
+        shutil.copy(path, photos)
+    rng = np.random.default_rng(0)
+    for k in range(3):  # a second size, and more images than one process's share
+        Image.fromarray(rng.integers(0, 256, (40, 72, 3), np.uint8)).save(
+            photos / 'phone' / f'shot{k}.jpg')
+    outputs = {}
+    for job in ('two', 'one'):
+        flags = (*TRAIN_FLAGS, f'--config.data.dir={runs["data"]}', f'--workdir={workdir}')
+        export = [*flags, '--mode=eval', f'--config.eval.export_dir={tmp_path / job / "export"}']
+        predict = [*flags, '--mode=predict', f'--config.predict.input={photos}',
+                   f'--config.predict.output={tmp_path / job / "predictions"}']
+        for command in (export, predict):
+            result = (launch(2, *command, cwd=tmp_path) if job == 'two'
+                      else run_single(*command, cwd=tmp_path, devices=4))
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        files = sorted(str(path.relative_to(tmp_path / job)) for path in (tmp_path / job).rglob('*'))
+        assert all(path.endswith('.png') or os.path.isdir(tmp_path / job / path) for path in files)
+        outputs[job] = [path for path in files if path.endswith('.png')]
+    assert outputs['two'] == outputs['one']
+    assert len([path for path in outputs['two'] if path.startswith('export')]) == NUM_VAL
+    assert len([path for path in outputs['two'] if path.startswith('predictions')]) == 6 * 3
+    for path in outputs['two']:
+        two = np.asarray(Image.open(tmp_path / 'two' / path))
+        one = np.asarray(Image.open(tmp_path / 'one' / path))
+        assert two.shape == one.shape
+        assert np.mean(two != one) < 1e-3, path
+
+
 def test_only_process_zero_writes_reports(runs):
     workdir = runs['two_processes']
     with open(os.path.join(workdir, 'history.jsonl')) as f:

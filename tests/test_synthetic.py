@@ -58,7 +58,8 @@ def test_layout_and_file_names(dataset):
             sequences.setdefault(city, []).append(int(match[2]))
             stem = filename.removesuffix('_leftImg8bit.png')
             expected |= {name, f'gtFine/{split}/{city}/{stem}_gtFine_labelIds.png',
-                         f'gtFine/{split}/{city}/{stem}_gtFine_color.png'}
+                         f'gtFine/{split}/{city}/{stem}_gtFine_color.png',
+                         f'gtFine/{split}/{city}/{stem}_gtFine_instanceIds.png'}
         assert all(seqs == list(range(len(seqs))) for seqs in sequences.values()), sequences
     assert set(files) == expected
 
@@ -82,6 +83,9 @@ def test_labels_are_cityscapes_ids_and_colours_match(dataset):
         assert label.max() < NUM_LABEL_IDS, name
         colour = np.asarray(read_png(files[name.replace('_labelIds', '_color')]))
         np.testing.assert_array_equal(colour[..., :3], synthetic.ID_PALETTE[label])
+        instances = np.asarray(read_png(files[name.replace('_labelIds', '_instanceIds')]))
+        assert instances.dtype == np.uint16  # 16-bit, like the real instance PNGs
+        np.testing.assert_array_equal(instances, label)
         if '/test/' not in name:  # train and val carry classes, not only void
             assert (LABEL_ID_TO_TRAIN_ID[label] != 255).mean() > 0.5, name
 
@@ -115,7 +119,7 @@ def test_same_seed_gives_identical_files_and_counts_give_prefixes(dataset, tmp_p
     synthetic.generate(tmp_path / 'fewer', num_train=2, num_val=1, num_test=0, **SIZE, seed=3)
     fewer = files_under(tmp_path / 'fewer')
     images = [name for name in fewer if name.endswith('.png')]
-    assert len(images) == 3 * 3
+    assert len(images) == 3 * 4  # 3 examples, 4 files each
     assert all(fewer[name] == files[name] for name in images)
 
 

@@ -279,10 +279,12 @@ def tfds_split(data: ml_collections.ConfigDict, split: str) -> Split:
 
 def synthetic_dir(data: ml_collections.ConfigDict) -> str:
     """Where the synthetic Cityscapes lives: ``config.data.dir`` or a cache folder per setting."""
+    from seg_jax.data import synthetic
     if data.dir:
         return os.path.expanduser(data.dir)
     s = data.synthetic
-    name = f'{s.height}x{s.width}_seed{s.seed}_{s.num_train}-{s.num_val}-{s.num_test}'
+    name = (f'{s.height}x{s.width}_seed{s.seed}_{s.num_train}-{s.num_val}-{s.num_test}'
+            f'_v{synthetic.GENERATOR_VERSION}')  # a new generator writes a new folder
     return os.path.join(os.path.expanduser('~'), '.cache', 'seg_jax', 'synthetic_cityscapes', name)
 
 

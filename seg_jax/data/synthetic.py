@@ -47,7 +47,7 @@ CITIES: dict[str, tuple[str, ...]] = {
 FRAME = 19  # Cityscapes annotates the 20th frame of each 30-frame snippet.
 MARKER = 'synthetic_cityscapes.json'
 # Bump when the drawing changes, so a folder written by an older generator is not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: *_gtFine_instanceIds.png
 MIN_HEIGHT, MIN_WIDTH = 32, 32
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so zips are byte-identical run to run
 
@@ -759,7 +759,8 @@ def example_paths(split: str, index: int) -> dict[str, str]:
     city, stem = example_stem(split, index)
     return {'image': f'leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png',
             'label_ids': f'gtFine/{split}/{city}/{stem}_gtFine_labelIds.png',
-            'colour': f'gtFine/{split}/{city}/{stem}_gtFine_color.png'}
+            'colour': f'gtFine/{split}/{city}/{stem}_gtFine_color.png',
+            'instance_ids': f'gtFine/{split}/{city}/{stem}_gtFine_instanceIds.png'}
 
 
 def render_example(seed: int, split: str, index: int, height: int, width: int
@@ -782,6 +783,13 @@ def colour_label(label_ids: np.ndarray) -> np.ndarray:
     """Label ids in the official colours, RGBA like the real ``*_gtFine_color.png``."""
     colours = ID_PALETTE[label_ids]
     return np.concatenate([colours, np.full(label_ids.shape + (1,), 255, np.uint8)], -1)
+
+
+def instance_label(label_ids: np.ndarray) -> np.ndarray:
+    """The ``*_gtFine_instanceIds.png`` of a scene without instances: uint16 like the real
+    ones, each pixel its label id (below 1000: "no single instance", Cityscapes' crowd
+    convention), so cityscapesscripts' evaluation reads the folder like the real data set."""
+    return label_ids.astype(np.uint16)
 
 
 def write_zip(path: pathlib.Path, root: pathlib.Path, members: list[str]) -> None:
@@ -849,7 +857,8 @@ def generate(output: str | pathlib.Path, *, num_train: int = 24, num_val: int = 
                 image, label = render_example(seed, split, index, height, width)
                 paths = example_paths(split, index)
                 for key, array in (('image', image), ('label_ids', label),
-                                   ('colour', colour_label(label))):
+                                   ('colour', colour_label(label)),
+                                   ('instance_ids', instance_label(label))):
                     write_atomically(output / paths[key], png_bytes(array))
                     written.append(paths[key])
         if zips:
