@@ -152,6 +152,6 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     if exporter is not None and reporter.enabled:
         print(f'Exported {results["num_images"]} label-id PNGs (this process: '
               f'{exporter.written}) to {exporter.folder}. Evaluate them with '
-              'cityscapesscripts (see README, "Official evaluation and benchmark submission").',
+              'python -m seg_jax.tools.cityscapes_eval (README, "Inference").',
               flush=True)
     return results
