@@ -4,6 +4,7 @@ The same ``Evaluator`` serves the periodic evaluation of ``train.py`` and ``--mo
 restores a checkpoint (the latest, the best, or a given step) and evaluates it.
 """
 
+import dataclasses
 import os
 
 import jax
@@ -46,7 +47,8 @@ class Evaluator:
 
     def __init__(self, config: ml_collections.ConfigDict, model, mesh: jax.sharding.Mesh):
         self.config, self.mesh = config, mesh
-        self.step = make_eval_step(model, mesh, inference.inference_settings(config.eval))
+        self.settings = inference.inference_settings(config.eval)
+        self.step = make_eval_step(model, mesh, self.settings)
 
     def evaluate(self, state, split: str, reporter: reporting.Reporter, step: int,
                  exporter: Exporter | None = None) -> dict:
@@ -70,6 +72,7 @@ class Evaluator:
         results = metrics.compute_metrics(confusion)
         results['loss'] = loss_sum / max(valid, 1)
         results['num_images'] = images
+        results['inference'] = dataclasses.asdict(self.settings)  # how it was inferred
         table = reporter.log_eval(step, split, results, confusion)
         reporter.save_predictions(step, *sample)
         if reporter.enabled:

@@ -333,8 +333,9 @@ class Reporter:
         """One evaluation of ``split``: a history line with the scalar metrics and
         ``iou/{class}``, the same as TensorBoard scalars ``{split}/...``, and
         ``eval/{split}_{step}.json`` with every metric, per-class values by class name and the
-        confusion matrix (rows ``CONFUSION_ROWS``, columns ``CLASS_NAMES``). Returns the
-        per-class table of ``format_class_table``.
+        confusion matrix (rows ``CONFUSION_ROWS``, columns ``CLASS_NAMES``), and how the images
+        were inferred (``metrics['inference']``, where given). Returns the per-class table of
+        ``format_class_table``.
         """
         table = format_class_table(metrics)
         if not self.enabled:
@@ -347,6 +348,7 @@ class Reporter:
         self._append_history({'step': step, 'kind': 'eval', 'split': split, **scalars,
                               **class_iou})
         record = {'step': step, 'split': split, **scalars, **per_class,
+                  **({'inference': metrics['inference']} if 'inference' in metrics else {}),
                   'confusion_rows': CONFUSION_ROWS, 'confusion_columns': CLASS_NAMES}
         write_atomically(self._path('eval', f'{split}_{step}.json'),
                          _eval_json(record, np.asarray(confusion, np.int64)).encode())

@@ -77,8 +77,11 @@ def test_export_with_test_time_augmentation_keeps_full_resolution(trained_run, t
         train_ids = LABEL_ID_TO_TRAIN_ID[np.asarray(Image.open(path))]
         assert train_ids.shape == (64, 128)
         predicted += np.bincount(train_ids.ravel(), minlength=19)[:19]
-    with open(os.path.join(workdir, 'eval', f'validation_{int(config.num_train_steps)}.json')) as f:
-        confusion = np.asarray(json.load(f)['confusion'])
+    with open(os.path.join(workdir, 'eval', f'validation_{config.num_train_steps}.json')) as f:
+        record = json.load(f)
+    assert record['inference'] == {'window': [64, 64], 'stride': [32, 32],
+                                   'scales': [0.5, 1.0], 'flip': True}
+    confusion = np.asarray(record['confusion'])
     # The stored report is the latest evaluation: this one. Its column sums count every
     # prediction (void ground truth included in the last row).
     np.testing.assert_array_equal(predicted, confusion.sum(axis=0))
