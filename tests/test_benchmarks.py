@@ -2,6 +2,7 @@
 asserted: only that the numbers are present and consistent with each other)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -74,3 +75,20 @@ def test_benchmark_mode_prints_every_measurement_as_json(tmp_path):
     assert data['step_images_per_s'] == step['images_per_s']
     assert data['input_over_step'] == pytest.approx(data['images_per_s'] / step['images_per_s'])
     assert data['bound_by'] == ('input' if data['input_over_step'] < 1 else 'step')
+
+
+def test_inference_benchmark_prints_one_json_object_per_mode(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / 'benchmarks' / 'inference.py'), '--config', 'fcn',
+         '--size', '64', '128', '--batch', '1', '--window', '64', '64', '--stride', '32', '32',
+         '--scales', '0.5', '1.0', '--repeats', '1'],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, 'XLA_FLAGS': ''})  # one device, for a batch of one
+    assert result.returncode == 0, result.stderr
+    rows = {row['mode']: row for row in map(json.loads, result.stdout.splitlines())}
+    assert list(rows) == ['whole', 'window', 'ms_flip', 'window_ms_flip']
+    # Windows at 64x128: 1 x 3 offsets; at scale 0.5 (32x64) the window shrinks to 32x64: 1.
+    assert [rows[mode]['passes_per_image'] for mode in rows] == [1, 3, 4, 2 * (1 + 3)]
+    for row in rows.values():
+        assert row['size'] == [64, 128] and row['s_per_batch'] > 0 and row['compile_s'] > 0
+        assert row['images_per_s'] == pytest.approx(1 / row['s_per_batch'], rel=1e-2)
