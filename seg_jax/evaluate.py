@@ -6,6 +6,7 @@ restores a checkpoint (the latest, the best, or a given step) and evaluates it.
 
 import dataclasses
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +55,7 @@ class Evaluator:
                  exporter: Exporter | None = None) -> dict:
         """Metrics of ``split``; every process must call it (the batches span all of them).
         With an ``exporter``, each process also writes its images' predictions."""
+        start = time.perf_counter()
         variables = {'params': state.params, 'batch_stats': state.batch_stats}
         confusion, loss_sum, valid, images, sample = None, 0.0, 0, 0, None
         for host_batch in pipeline.build_input(self.config, split):
@@ -73,6 +75,7 @@ class Evaluator:
         results['loss'] = loss_sum / max(valid, 1)
         results['num_images'] = images
         results['inference'] = dataclasses.asdict(self.settings)  # how it was inferred
+        results['seconds'] = time.perf_counter() - start
         table = reporter.log_eval(step, split, results, confusion)
         reporter.save_predictions(step, *sample)
         if reporter.enabled:

@@ -222,7 +222,7 @@ def curves_figure(history: list[dict[str, Any]]) -> Figure:
     return figure
 
 
-def _figure_png(figure: Figure) -> bytes:
+def figure_png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format='png', dpi=100)
     return buffer.getvalue()
@@ -239,19 +239,12 @@ def colorize(labels: np.ndarray) -> np.ndarray:
     return PALETTE[np.asarray(labels, np.int64)]
 
 
-def prediction_panel(images: np.ndarray, labels: np.ndarray,
-                     predictions: np.ndarray) -> np.ndarray:
-    """One row per example, image | ground truth | prediction, on white, as uint8 RGB.
-
-    Large images are subsampled by an integer stride (nearest neighbour), so every label pixel
-    keeps exactly its palette colour.
-    """
-    if images.ndim != 4 or labels.shape != images.shape[:3] or predictions.shape != labels.shape:
-        raise ShapeError(f'Expected images (N, H, W, 3) with labels and predictions (N, H, W); '
-                         f'got {images.shape}, {labels.shape} and {predictions.shape}.')
-    stride = math.ceil(images.shape[2] / MAX_PANEL_WIDTH)
-    tiles = [denormalize(images), colorize(labels), colorize(predictions)]
-    tiles = [tile[:, ::stride, ::stride] for tile in tiles]
+def tile_grid(columns: list[np.ndarray]) -> np.ndarray:
+    """Columns of uint8 RGB tiles ``(N, H, W, 3)`` (one row per example) side by side on white,
+    below a strip for titles. Large tiles are subsampled by an integer stride (nearest
+    neighbour), so every label pixel keeps exactly its palette colour."""
+    stride = math.ceil(columns[0].shape[2] / MAX_PANEL_WIDTH)
+    tiles = [column[:, ::stride, ::stride] for column in columns]
     count, height, width = tiles[0].shape[:3]
     canvas = np.full((HEADER_HEIGHT + count * (height + PANEL_GAP) - PANEL_GAP,
                       len(tiles) * (width + PANEL_GAP) - PANEL_GAP, 3), 255, np.uint8)
@@ -263,12 +256,22 @@ def prediction_panel(images: np.ndarray, labels: np.ndarray,
     return canvas
 
 
-def _panel_png(canvas: np.ndarray) -> bytes:
+def prediction_panel(images: np.ndarray, labels: np.ndarray,
+                     predictions: np.ndarray) -> np.ndarray:
+    """One row per example, image | ground truth | prediction (``tile_grid``), as uint8 RGB."""
+    if images.ndim != 4 or labels.shape != images.shape[:3] or predictions.shape != labels.shape:
+        raise ShapeError(f'Expected images (N, H, W, 3) with labels and predictions (N, H, W); '
+                         f'got {images.shape}, {labels.shape} and {predictions.shape}.')
+    return tile_grid([denormalize(images), colorize(labels), colorize(predictions)])
+
+
+def titled_png(canvas: np.ndarray, titles: list[str]) -> bytes:
+    """A ``tile_grid`` canvas as PNG bytes, each column titled in the strip above it."""
     image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=HEADER_HEIGHT - 6)
-    width = (canvas.shape[1] + PANEL_GAP) // len(_TITLES)
-    for column, title in enumerate(_TITLES):
+    width = (canvas.shape[1] + PANEL_GAP) // len(titles)
+    for column, title in enumerate(titles):
         draw.text((column * width + 2, 2), title, fill=(0, 0, 0), font=font)
     buffer = io.BytesIO()
     image.save(buffer, format='PNG')
@@ -363,7 +366,7 @@ class Reporter:
         history = read_history(self._path(HISTORY_FILE))
         if history:
             write_atomically(self._path('plots', 'curves.png'),
-                             _figure_png(curves_figure(history)))
+                             figure_png(curves_figure(history)))
 
     def save_predictions(self, step: int, images: np.ndarray, labels: np.ndarray,
                          predictions: np.ndarray, max_images: int = 4) -> None:
@@ -377,7 +380,8 @@ class Reporter:
         canvas = prediction_panel(np.asarray(images)[:max_images],
                                   np.asarray(labels)[:max_images],
                                   np.asarray(predictions)[:max_images])
-        write_atomically(self._path('plots', f'predictions_{int(step)}.png'), _panel_png(canvas))
+        write_atomically(self._path('plots', f'predictions_{int(step)}.png'),
+                         titled_png(canvas, list(_TITLES)))
 
     def close(self) -> None:
         for writer in self._writers.values():

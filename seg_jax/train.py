@@ -251,6 +251,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
                 means = _finite_means(jax.device_get(pending))
                 elapsed, last_log = time.perf_counter() - last_log, time.perf_counter()
                 means['images_per_s'] = len(pending) * config.global_batch_size / elapsed
+                means['seconds'] = elapsed  # training time of these steps, evaluations excluded
                 if config.skip_nonfinite_steps:
                     means['skipped_nonfinite_steps'] = skipped
                 reporter.log_train(step, means)
@@ -259,9 +260,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
                              means['loss'], means['learning_rate'], means['images_per_s'])
                 pending = []
             if eval_due:
+                eval_start = time.perf_counter()
                 eval_metrics = evaluator.evaluate(state, config.eval.split, reporter, step)
                 checkpointer.save_best(step, state, eval_metrics['miou'])
                 reporter.plot_curves()
+                last_log += time.perf_counter() - eval_start  # not training time
             if save_due or preempted:  # the preemption save is forced, off the cadence
                 checkpointer.save(step, state, force=preempted)
             if preempted:
