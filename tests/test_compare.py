@@ -4,6 +4,8 @@ import copy
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -106,3 +108,35 @@ def test_runs_on_other_data_are_refused(two_runs, tmp_path):
     (other / 'config.json').write_text(json.dumps(stored))
     with pytest.raises(ConfigError, match='bigger_images was trained and evaluated on'):
         compare.compare([first, str(other)], str(tmp_path / 'comparison'))
+
+
+COURSE_STUDY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            'launch', 'course_study.sh')
+
+
+def test_course_study_builds_every_seed_config_and_deeplabv3_at_the_small_scale(tmp_path):
+    """Each of the study's nine commands, with --mode=summary appended (no training): every
+    config takes the small-scale flags and builds; the comparison then names the missing runs."""
+    result = subprocess.run(
+        [COURSE_STUDY, '--root', str(tmp_path / 'study'), '--', '--mode=summary'],
+        env=dict(os.environ, PYTHON=sys.executable), cwd=tmp_path, capture_output=True,
+        text=True, timeout=600)
+    summaries = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
+    assert [s['model'] for s in summaries] == [
+        'fcn', 'resnet_deconv', 'unet', 'unet_aspp', 'resnet_aspp', 'fcn', 'fcn', 'fcn',
+        'deeplabv3']
+    assert all(s['output_shape'] == [1, 128, 128, 19] for s in summaries)
+    assert result.returncode == 1
+    assert 'is not a seg_jax run: it has no config.json' in result.stderr
+
+
+@pytest.mark.parametrize('arguments, message', [
+    (['--data', 'imagenet'], '--data is synthetic or cityscapes'),
+    (['--scale', 'huge'], '--scale is small or full'),
+    (['--epochs', '3'], 'unknown argument --epochs'),
+])
+def test_course_study_refuses_bad_arguments(tmp_path, arguments, message):
+    result = subprocess.run([COURSE_STUDY, *arguments], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr
+    assert not list(tmp_path.iterdir())
