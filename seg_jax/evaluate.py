@@ -1,7 +1,9 @@
 """Evaluation: every image of a split once, at full resolution, into one confusion matrix.
 
 The same ``Evaluator`` serves the periodic evaluation of ``train.py`` and ``--mode eval``, which
-restores a checkpoint (the latest, the best, or a given step) and evaluates it.
+restores a checkpoint (the latest, the best, or a given step) and evaluates it, and with
+``config.eval.export_dir`` writes the official label-id PNGs too (``seg_jax.export``). Images are
+inferred as ``config.eval`` says (``seg_jax.inference``).
 """
 
 import dataclasses
