@@ -31,7 +31,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from configs import default as default_config
 from seg_jax import evaluate, inference, parallel, reporting
 from seg_jax.data import pipeline
 from seg_jax.data.labels import COURSE_CLASSES
@@ -85,12 +84,8 @@ class Run:
 
     @property
     def config_dict(self) -> ml_collections.ConfigDict:
-        """The run's config on top of today's defaults, so a run written by an older version
-        (without the fields added since) still builds its model and restores."""
-        config = default_config.get_config()
-        with config.unlocked():
-            config.update(self.config)
-        return config
+        """The run's config on today's defaults (a run of an older version builds too)."""
+        return reporting.with_defaults(self.config)
 
     @property
     def num_classes(self) -> int:

@@ -102,13 +102,27 @@ def stored_config(workdir: str) -> dict[str, Any] | None:
         return json.load(f)
 
 
+def with_defaults(stored: dict[str, Any]) -> ml_collections.ConfigDict:
+    """A stored config on top of today's ``configs/default.py``: a run written before a field
+    existed ran with what is now its default, so it gets that value (and builds and restores
+    with today's code)."""
+    from configs import default  # the package installed beside seg_jax
+    config = default.get_config()
+    with config.unlocked():
+        config.update(stored)
+    return config
+
+
 def config_changes(workdir: str, config: ml_collections.ConfigDict,
                    ignored: tuple[str, ...] = CHANGEABLE_FIELDS) -> list[str]:
     """``'field: old -> new'`` for each field where ``config`` differs from the run already in
-    ``workdir`` (none for a new workdir), except fields matching the ``ignored`` prefixes."""
+    ``workdir`` (none for a new workdir), except fields matching the ``ignored`` prefixes.
+    Fields the stored config lacks (added to seg_jax since) compare at their defaults."""
     stored = stored_config(workdir)
-    return [] if stored is None else config_diff.differences(stored, resolved_config(config),
-                                                             ignored)
+    if stored is None:
+        return []
+    return config_diff.differences(resolved_config(with_defaults(stored)),
+                                   resolved_config(config), ignored)
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

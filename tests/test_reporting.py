@@ -258,3 +258,16 @@ def test_disabled_reporter_writes_nothing(tmp_path):
     reporter.close()
     assert 'bicycle' in table
     assert all_files(tmp_path) == []
+
+
+def test_fields_added_since_a_run_was_written_compare_at_their_defaults(tmp_path):
+    """A workdir of an older version lacks today's fields (say eval.scales): it is the same
+    experiment, but a real change beside them is still found."""
+    from configs import default
+    stored = reporting.resolved_config(default.get_config())
+    del stored['eval']['scales'], stored['predict']
+    (tmp_path / reporting.CONFIG_FILE).write_text(json.dumps(stored))
+    assert reporting.config_changes(str(tmp_path), default.get_config()) == []
+    changed = default.get_config()
+    changed.model.width = 0.5
+    assert reporting.config_changes(str(tmp_path), changed) == ['model.width: 1.0 -> 0.5']
