@@ -35,7 +35,7 @@ from seg_jax.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from seg_jax.data.labels import (
     CLASS_NAMES, COURSE_CLASS_IDS, COURSE_CLASSES, PALETTE)
 from seg_jax.errors import ShapeError
-from seg_jax.files import write_atomically
+from seg_jax.files import png_bytes, write_atomically
 
 HISTORY_FILE = 'history.jsonl'
 CONFIG_FILE = 'config.json'
@@ -287,9 +287,7 @@ def titled_png(canvas: np.ndarray, titles: list[str]) -> bytes:
     width = (canvas.shape[1] + PANEL_GAP) // len(titles)
     for column, title in enumerate(titles):
         draw.text((column * width + 2, 2), title, fill=(0, 0, 0), font=font)
-    buffer = io.BytesIO()
-    image.save(buffer, format='PNG')
-    return buffer.getvalue()
+    return png_bytes(np.asarray(image))
 
 
 class Reporter:

@@ -19,7 +19,6 @@ and noise keep flat colour from giving the class away.
 import argparse
 import dataclasses
 import functools
-import io
 import json
 import os
 import pathlib
@@ -33,7 +32,7 @@ from PIL import Image
 
 from seg_jax.data.labels import LABEL_IDS, NUM_LABEL_IDS
 from seg_jax.errors import DataError
-from seg_jax.files import folder_lock, write_atomically
+from seg_jax.files import folder_lock, png_bytes, write_atomically
 
 SPLITS = ('train', 'val', 'test')
 # Real Cityscapes city names; examples go round-robin over a split's cities.
@@ -773,12 +772,6 @@ def render_example(seed: int, split: str, index: int, height: int, width: int
     return image, label.astype(np.uint8)
 
 
-def png_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format='PNG', compress_level=1)
-    return buffer.getvalue()
-
-
 def colour_label(label_ids: np.ndarray) -> np.ndarray:
     """Label ids in the official colours, RGBA like the real ``*_gtFine_color.png``."""
     colours = ID_PALETTE[label_ids]
@@ -859,7 +852,7 @@ def generate(output: str | pathlib.Path, *, num_train: int = 24, num_val: int = 
                 for key, array in (('image', image), ('label_ids', label),
                                    ('colour', colour_label(label)),
                                    ('instance_ids', instance_label(label))):
-                    write_atomically(output / paths[key], png_bytes(array))
+                    write_atomically(output / paths[key], png_bytes(array, compress_level=1))
                     written.append(paths[key])
         if zips:
             for name, root in (('leftImg8bit_trainvaltest.zip', 'leftImg8bit/'),
