@@ -76,16 +76,11 @@ def inference_settings(config: ml_collections.ConfigDict) -> InferenceSettings:
     return InferenceSettings(window, stride, tuple(float(s) for s in scales), bool(config.flip))
 
 
-def output_stride(model: nn.Module) -> int:
-    """The multiple of which the network needs its input's height and width."""
-    return int(model.output_stride)
-
-
 def _padded_logits(model: nn.Module, variables, images: jax.Array) -> jax.Array:
     """The model's float32 logits for ``images`` of any size: padded with zeros (the mean, after
     normalisation) at the bottom and right up to the output stride, then cropped back."""
     height, width = images.shape[1:3]
-    multiple = output_stride(model)
+    multiple = model.output_stride  # every network needs its input's sides multiples of it
     pad_h, pad_w = -height % multiple, -width % multiple
     if pad_h or pad_w:
         images = jnp.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
