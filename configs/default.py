@@ -17,22 +17,31 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict()
     config.model.name = 'resnet_aspp'  # a key of seg_jax.models.MODELS
-    # resnet18 | resnet34 | resnet50 | resnet101 | vgg16_bn; None for networks without one.
+    # resnet18 | resnet34 | resnet50 | resnet101 | vgg16_bn | resnet50_v1c | resnet101_v1c (mmseg's
+    # deep-stem ResNets); None for networks without one.
     config.model.backbone = 'resnet50'
     config.model.output_stride = 8  # 8 | 16 | 32 where the network has a backbone
     config.model.num_classes = 19  # Cityscapes train ids
-    config.model.init = 'xavier'  # conv kernels: 'xavier' (course) | 'kaiming' (torchvision)
+    # conv kernels: 'xavier' (course) | 'kaiming' (torchvision) | 'mmseg' (Kaiming, and N(0, 0.01)
+    # for the classifiers of deeplabv3_mmseg, deeplabv3plus and pspnet)
+    config.model.init = 'xavier'
     config.model.compute_dtype = 'float32'  # 'float32' | 'bfloat16'; parameters stay float32
     config.model.width = 1.0  # channel multiplier; 1.0 is the published network
-    config.model.aux_head = False  # deeplabv3: FCN head on layer3, used in training only
+    config.model.aux_head = False  # FCN head on layer3, used in training only (DeepLab, PSPNet)
     config.model.dual_aspp = False  # resnet_aspp: second ASPP on layer3, logits summed
     config.model.aspp_dropout = 0.0  # course ASPP: dropout after the atrous branches
     # Recompute each block's activations in the backward pass: less memory, ~1/3 more compute.
     config.model.remat = False
-    # A torchvision state dict (.safetensors, or .pth with torch installed) to start from:
-    # ImageNet ResNet-18/34/50/101 or VGG-16-BN for the backbone, or a whole deeplabv3_resnet50/
-    # 101 (model deeplabv3) or fcn_resnet50/101 (model fcn_resnet). See seg_jax/pretrained.py.
+    # Weights to start from (.safetensors, or .pth with torch installed), see
+    # seg_jax/pretrained.py: torchvision's ImageNet ResNet-18/34/50/101 or VGG-16-BN, or mmseg's
+    # ResNet-50/101-V1c, for the backbone; or a whole model: torchvision's deeplabv3_resnet50/101
+    # (model deeplabv3) or fcn_resnet50/101 (fcn_resnet), an mmsegmentation model-zoo checkpoint
+    # (deeplabv3_mmseg, deeplabv3plus, pspnet). --mode eval / predict use it when the workdir
+    # has no checkpoint.
     config.model.pretrained = placeholder(str)
+    # True: a fresh training refuses to start without config.model.pretrained (recipes whose
+    # published numbers need ImageNet weights); set False to train from random weights anyway.
+    config.model.pretrained_required = False
 
     config.data = ml_collections.ConfigDict()
     # 'tfds' (built from the two official zips) | 'folder' (extracted leftImg8bit/ + gtFine/)
@@ -48,6 +57,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.rotation_degrees = 0.0  # random rotation in [-r, r]
     config.data.flip = True  # horizontal flip with p = 0.5
     config.data.photometric = 0.3  # brightness / contrast jitter strength; 0 turns it off
+    config.data.photometric_style = 'jitter'  # 'jitter' | 'mmseg' (mmseg's PhotoMetricDistortion)
+    config.data.cat_max_ratio = 1.0  # redraw crops where one class has this share (mmseg 0.75)
     config.data.eval_scale = 1.0  # evaluation resizes full images by this factor
     config.data.skip_bad_examples = False  # True: a malformed pair is logged, stands in as void
 
@@ -72,6 +83,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.schedule.name = 'poly'  # 'constant' | 'step' | 'poly' | 'cosine'
     config.schedule.warmup_steps = 0  # linear warmup from 0
     config.schedule.power = 0.9  # poly
+    # poly: the rate it decays to at the last step, lr = (lr0 - end) (1 - t / T)^power + end
+    # (mmsegmentation's min_lr / eta_min; its recipes use 1e-4).
+    config.schedule.end_value = 0.0
     config.schedule.step_every_epochs = 10  # step: multiply the rate by step_factor this often
     config.schedule.step_factor = 0.2
 
@@ -83,6 +97,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.dice_weight = 1.0  # ce_dice: ce + dice_weight * dice
     config.loss.dice_variant = 'per_class'  # 'per_class' | 'global' (the course's)
     config.loss.aux_weight = 0.4  # weight of the auxiliary head's loss, where there is one
+    # Cross-entropy's divisor: 'valid' (labelled pixels, or the sum of their class weights:
+    # PyTorch's mean) | 'all' (every pixel, void included: mmseg's avg_non_ignore=False).
+    config.loss.normalizer = 'valid'
 
     config.eval = ml_collections.ConfigDict()
     config.eval.split = 'validation'

@@ -193,6 +193,14 @@ class Checkpointer:
         self.close()
 
 
+def has_checkpoint(directory: str | epath.PathLike) -> bool:
+    """Whether ``directory`` holds a finished checkpoint (periodic or best), looked up without
+    opening a manager, which would create the folder."""
+    root = _absolute(directory)
+    return any(folder.exists() and any(child.name.isdigit() for child in folder.iterdir())
+               for folder in (root, root / BEST_SUBDIR))
+
+
 def _absolute(directory: str | epath.PathLike) -> epath.Path:
     """orbax's array writer rejects relative paths; URLs such as gs://... are kept as they are."""
     text = os.fspath(directory)

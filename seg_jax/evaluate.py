@@ -3,24 +3,29 @@
 The same ``Evaluator`` serves the periodic evaluation of ``train.py`` and ``--mode eval``, which
 restores a checkpoint (the latest, the best, or a given step) and evaluates it, and with
 ``config.eval.export_dir`` writes the official label-id PNGs too (``seg_jax.export``). Images are
-inferred as ``config.eval`` says (``seg_jax.inference``).
+inferred as ``config.eval`` says (``seg_jax.inference``). A workdir without checkpoints
+evaluates ``config.model.pretrained`` instead (a downloaded model-zoo file, say), which must
+then fill every variable of the model.
 """
 
 import dataclasses
 import os
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from seg_jax import checkpoints, inference, losses, metrics, optim, parallel, reporting
+from seg_jax import (checkpoints, inference, losses, metrics, optim, parallel, pretrained,
+                     reporting)
 from seg_jax.data import pipeline
 from seg_jax.data.labels import IGNORE_LABEL
-from seg_jax.errors import CheckpointError, ConfigError
+from seg_jax.errors import CheckpointError, ConfigError, first_few
 from seg_jax.export import Exporter
 from seg_jax.models import build_model
 from seg_jax.state import TrainState, abstract_train_state
+from seg_jax.summary import abstract_variables
 
 
 def make_eval_step(model, mesh: jax.sharding.Mesh,
@@ -54,9 +59,11 @@ class Evaluator:
         self.step = make_eval_step(model, mesh, self.settings)
 
     def evaluate(self, state, split: str, reporter: reporting.Reporter, step: int,
-                 exporter: Exporter | None = None) -> dict:
-        """Metrics of ``split``; every process must call it (the batches span all of them).
-        With an ``exporter``, each process also writes its images' predictions."""
+                 exporter: Exporter | None = None, weights: dict | None = None) -> dict:
+        """Metrics of ``split`` of ``state`` (anything with ``params`` and ``batch_stats``);
+        every process must call it (the batches span all of them). With an ``exporter``, each
+        process also writes its images' predictions; ``weights`` says where the variables come
+        from, for the record (``Weights.record``)."""
         start = time.perf_counter()
         variables = {'params': state.params, 'batch_stats': state.batch_stats}
         confusion, loss_sum, valid, images, sample = None, 0.0, 0, 0, None
@@ -77,6 +84,8 @@ class Evaluator:
         results['loss'] = loss_sum / max(valid, 1)
         results['num_images'] = images
         results['inference'] = dataclasses.asdict(self.settings)  # how it was inferred
+        if weights is not None:
+            results['weights'] = weights
         results['seconds'] = time.perf_counter() - start
         table = reporter.log_eval(step, split, results, confusion)
         reporter.save_predictions(step, *sample)
@@ -116,8 +125,9 @@ def restore_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: s
     ``mesh``, whatever number of processes and devices wrote it."""
     checkpoint_dir = os.path.join(workdir, 'checkpoints')
     if not os.path.isdir(checkpoint_dir):  # checked first: opening a Checkpointer creates it
-        raise CheckpointError(f'No checkpoint in {checkpoint_dir}; train first, or pass the '
-                              '--workdir of a run that has trained.')
+        raise CheckpointError(f'No checkpoint in {checkpoint_dir}; train first, pass the '
+                              '--workdir of a run that has trained, or evaluate a trained '
+                              'weights file with --config.model.pretrained=FILE.')
     _check_trained_model(config, workdir)
     model = build_model(config.model)
     tx = optim.restorable_optimizer(config)  # the optimiser state is part of what was saved
@@ -125,6 +135,63 @@ def restore_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: s
     with checkpoints.Checkpointer(checkpoint_dir, keep=config.keep_checkpoints,
                                   read_only=True) as ckpt:
         return ckpt.restore(target, int(which) if which.isdigit() else which)
+
+
+@dataclasses.dataclass
+class Weights:
+    """The variables eval and predict run, and where they come from."""
+    params: Any
+    batch_stats: Any
+    step: int  # the checkpoint's step; 0 for a pretrained file
+    source: str  # 'checkpoint' | 'pretrained'
+    path: str  # the workdir, or the pretrained file
+
+    @property
+    def record(self) -> dict:
+        """What eval records say of the weights."""
+        return {'source': self.source, 'path': self.path, 'step': self.step}
+
+    def describe(self) -> str:
+        if self.source == 'pretrained':
+            return f'the pretrained file {self.path} (config.model.pretrained)'
+        return f'step {self.step} of {self.path}'
+
+
+def _pretrained_weights(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Weights:
+    """``config.model.pretrained`` loaded as it is, replicated over ``mesh``; refused when it
+    leaves a variable freshly initialised (an ImageNet backbone, another class count), since
+    evaluating random weights would measure nothing."""
+    model = build_model(config.model)
+    target = abstract_variables(model, (1, *config.data.crop_size, 3))
+    variables, report = pretrained.load_pretrained(target, config.model)
+    if report.fresh:
+        names = list(report.fresh)
+        raise pretrained.WeightsError(
+            f'{config.model.pretrained} does not hold the whole configured model: '
+            f'{len(names)} variables would be random ({first_few(names, 3)}; '
+            f'{report.fresh[names[0]]}). Evaluating needs a trained model (e.g. an mmseg '
+            'model-zoo checkpoint with its config, README "Model zoo"), or train first.')
+    if jax.process_index() == 0:
+        print(report.summary(), flush=True)
+    variables = jax.device_put(variables, parallel.replicated(mesh))
+    return Weights(variables['params'], variables.get('batch_stats', {}), 0, 'pretrained',
+                   config.model.pretrained)
+
+
+def weights_for_inference(config: ml_collections.ConfigDict, workdir: str,
+                          mesh: jax.sharding.Mesh) -> Weights:
+    """What ``--mode eval`` and ``predict`` run: ``config.eval.checkpoint`` of ``workdir``,
+    or, when the workdir has no checkpoint at all, ``config.model.pretrained`` (said on
+    screen)."""
+    checkpoint_dir = os.path.join(workdir, 'checkpoints')
+    if config.model.pretrained and not checkpoints.has_checkpoint(checkpoint_dir):
+        if jax.process_index() == 0:
+            print(f'No checkpoint in {checkpoint_dir}: using config.model.pretrained '
+                  f'({config.model.pretrained}) as it is.', flush=True)
+        return _pretrained_weights(config, mesh)
+    state = restore_checkpoint(config, workdir, str(config.eval.checkpoint), mesh)
+    return Weights(state.params, state.batch_stats, int(jax.device_get(state.step)),
+                   'checkpoint', workdir)
 
 
 def _exporter(config: ml_collections.ConfigDict) -> Exporter | None:
@@ -142,17 +209,18 @@ def _exporter(config: ml_collections.ConfigDict) -> Exporter | None:
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """``--mode eval``: restores ``config.eval.checkpoint`` from ``workdir`` and evaluates it;
-    with ``config.eval.export_dir`` it also writes the official label-id PNGs."""
+    """``--mode eval``: restores ``config.eval.checkpoint`` from ``workdir`` (or, without
+    checkpoints, ``config.model.pretrained``) and evaluates it; with ``config.eval.export_dir``
+    it also writes the official label-id PNGs."""
     parallel.check_batch_size(config.eval.batch_size, 'config.eval.batch_size')
     mesh = parallel.data_mesh()
     evaluator = Evaluator(config, build_model(config.model), mesh)  # checks config.eval
     exporter = _exporter(config)
-    state = restore_checkpoint(config, workdir, str(config.eval.checkpoint), mesh)
+    weights = weights_for_inference(config, workdir, mesh)
     reporter = reporting.Reporter(workdir, enabled=jax.process_index() == 0)
-    step = int(jax.device_get(state.step))
     try:
-        results = evaluator.evaluate(state, config.eval.split, reporter, step, exporter)
+        results = evaluator.evaluate(weights, config.eval.split, reporter, weights.step,
+                                     exporter, weights.record)
     finally:
         if exporter is not None:
             exporter.close()

@@ -16,6 +16,10 @@ with the config closed over as a constant. Class weights are resolved on the hos
   dice_weight: lambda of 'ce_dice'.
   dice_variant: 'per_class' | 'global' (see ``dice_loss``).
   aux_weight: weight of the same loss on ``outputs['aux']`` (DeepLabv3's auxiliary head).
+  normalizer: what cross-entropy's sum is divided by: 'valid' (non-void pixels, or with class
+    weights the sum of their weights: PyTorch's mean) | 'all' (every pixel of the batch, void
+    included: mmsegmentation's ``avg_non_ignore=False``, with which its published models were
+    trained; void pixels then add 0 to the sum and 1 to the count).
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +35,7 @@ from seg_jax.data.labels import IGNORE_LABEL, NUM_CLASSES
 from seg_jax.errors import ConfigError, DataError, ShapeError
 
 LOSS_NAMES = ('ce', 'weighted_ce', 'dice', 'ce_dice')
+NORMALIZERS = ('valid', 'all')
 DICE_VARIANTS = ('per_class', 'global')
 WEIGHT_METHODS = ('course', 'median_frequency')
 # Losses whose cross-entropy term can take class weights; 'weighted_ce' insists on them.
@@ -67,12 +72,15 @@ def _safe_ratio(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array,
-                  class_weights: jax.Array | np.ndarray | None = None) -> jax.Array:
+                  class_weights: jax.Array | np.ndarray | None = None,
+                  normalizer: str = 'valid') -> jax.Array:
     """Mean softmax cross-entropy over non-void pixels (a scalar).
 
     With ``class_weights`` ``w`` (shape (C,)) it is PyTorch's weighted mean,
     ``sum_i w[y_i] * ce_i / sum_i w[y_i]``, so the weights change which pixels matter, not the
     scale of the loss. A batch without valid pixels (or whose weights sum to 0) gives 0.
+    ``normalizer='all'`` divides the same sum by the number of pixels instead, void included
+    (mmsegmentation's ``avg_non_ignore=False``): a batch with more void pixels weighs less.
     """
     _check_shapes(logits, labels)
     valid, safe_labels = _valid_mask_and_safe_labels(labels)
@@ -86,7 +94,13 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
             raise ShapeError(f'class_weights of shape {class_weights.shape} do not fit logits '
                              f'with {logits.shape[-1]} classes.')
         pixel_weights = class_weights[safe_labels] * valid
-    return _safe_ratio(jnp.sum(pixel_weights * per_pixel), jnp.sum(pixel_weights))
+    total = jnp.sum(pixel_weights * per_pixel)
+    if normalizer == 'all':
+        return total / labels.size
+    if normalizer != 'valid':
+        raise ConfigError(f'cross-entropy normalizer {normalizer!r} is not known; use one of '
+                          f'{list(NORMALIZERS)} (config.loss.normalizer).')
+    return _safe_ratio(total, jnp.sum(pixel_weights))
 
 
 def dice_loss(logits: jax.Array, labels: jax.Array, variant: str = 'per_class') -> jax.Array:
@@ -205,6 +219,13 @@ def check_loss_config(loss_config: ml_collections.ConfigDict) -> None:
                           f'use one of {list(DICE_VARIANTS)}.')
     _check_nonnegative(loss_config, 'dice_weight')
     _check_nonnegative(loss_config, 'aux_weight')
+    if loss_config.normalizer not in NORMALIZERS:
+        raise ConfigError(f'config.loss.normalizer={loss_config.normalizer!r} is not known; use '
+                          f'one of {list(NORMALIZERS)}.')
+    if loss_config.name == 'dice' and loss_config.normalizer != 'valid':
+        raise ConfigError(f'config.loss.normalizer={loss_config.normalizer!r} divides the '
+                          "cross-entropy, which config.loss.name='dice' does not have; leave it "
+                          "at 'valid', or use name='ce_dice'.")
     weights = loss_config.class_weights
     if isinstance(weights, str) and weights not in WEIGHT_METHODS:
         raise ConfigError(f'config.loss.class_weights={weights!r} is not known; use one of '
@@ -225,11 +246,11 @@ def _single_head_loss(logits: jax.Array, labels: jax.Array,
     """The configured loss of one head's logits, as {'total': ..., plus its ce/dice terms}."""
     name = loss_config.name
     if name in ('ce', 'weighted_ce'):
-        return {'total': cross_entropy(logits, labels, weights)}
+        return {'total': cross_entropy(logits, labels, weights, loss_config.normalizer)}
     dice = dice_loss(logits, labels, loss_config.dice_variant)
     if name == 'dice':
         return {'total': dice}
-    ce = cross_entropy(logits, labels, weights)
+    ce = cross_entropy(logits, labels, weights, loss_config.normalizer)
     return {'total': ce + loss_config.dice_weight * dice, 'ce': ce, 'dice': dice}
 
 

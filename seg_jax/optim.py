@@ -66,6 +66,10 @@ def build_schedule(config: ml_collections.ConfigDict, learning_rate: float, tota
     if config.warmup_steps < 0 or config.warmup_steps > total_steps:
         raise ConfigError(f'config.schedule.warmup_steps={config.warmup_steps} must lie in '
                           f'[0, {total_steps}] (the number of training steps); 0 means none.')
+    if config.name != 'poly' and config.end_value:
+        raise ConfigError(f'config.schedule.end_value={config.end_value} is the floor of the '
+                          f"'poly' schedule; {config.name!r} has none. Set it to 0, or use "
+                          "config.schedule.name='poly'.")
     schedule = _decay(config, learning_rate, total_steps, steps_per_epoch)
     if config.warmup_steps == 0:
         return schedule
@@ -82,11 +86,24 @@ def _decay(config: ml_collections.ConfigDict, learning_rate: float, total_steps:
             learning_rate, _step_interval(config, steps_per_epoch), config.step_factor,
             staircase=True)
     if config.name == 'poly':
-        return optax.polynomial_schedule(learning_rate, 0.0, config.power, total_steps)
+        return optax.polynomial_schedule(learning_rate, _end_value(config, learning_rate),
+                                         config.power, total_steps)
     if config.name == 'cosine':
         return optax.cosine_decay_schedule(learning_rate, total_steps)
     raise ConfigError(f'config.schedule.name={config.name!r} is not a known schedule; use one '
                       f'of {list(SCHEDULES)}.')
+
+
+def _end_value(config: ml_collections.ConfigDict, learning_rate: float) -> float:
+    """poly's floor: ``(lr0 - end) (1 - t / T)^power + end``, mmsegmentation's ``min_lr``
+    (0.x, whose formula this is) or ``eta_min`` (1.x's PolyLR, which counts T one step
+    shorter)."""
+    end = config.end_value
+    if not 0 <= end <= learning_rate:
+        raise ConfigError(f'config.schedule.end_value={end} must lie in [0, {learning_rate}] '
+                          '(config.optimizer.learning_rate): poly decays from the rate to it. '
+                          "mmsegmentation's recipes use 1e-4; 0 decays to zero.")
+    return end
 
 
 def _step_interval(config: ml_collections.ConfigDict, steps_per_epoch: int | None) -> int:

@@ -226,8 +226,8 @@ def predict(config: ml_collections.ConfigDict, workdir: str) -> int:
     check_outputs(output, images, config.predict.overwrite)
 
     mesh = parallel.data_mesh()
-    state = evaluate.restore_checkpoint(config, workdir, str(config.eval.checkpoint), mesh)
-    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    weights = evaluate.weights_for_inference(config, workdir, mesh)
+    variables = {'params': weights.params, 'batch_stats': weights.batch_stats}
     step = make_predict_step(build_model(config.model), mesh, settings)
     plan = batches(images, batch_size)
     progress = tqdm.tqdm(total=len(images), unit='image', dynamic_ncols=True,
@@ -245,6 +245,6 @@ def predict(config: ml_collections.ConfigDict, workdir: str) -> int:
     if jax.process_index() == 0:
         sizes = len({image.size for image in images})
         print(f'Wrote predictions of {len(images)} images ({sizes} image size'
-              f'{"s" if sizes > 1 else ""}, step {int(jax.device_get(state.step))}) to {output}: '
+              f'{"s" if sizes > 1 else ""}, {weights.describe()}) to {output}: '
               f'<name>{", <name>".join(OUTPUT_SUFFIXES)}.', flush=True)
     return len(images)

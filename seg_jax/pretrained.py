@@ -1,19 +1,29 @@
-"""Starting a model from torchvision weights: read the file, map it by rule, check it, report.
+"""Starting a model from published weights: read the file, map it by rule, check it, report.
 
-seg_jax's backbones and torchvision-style heads name their variables as torchvision's state-dict
-keys do (``backbone/layer1/0/downsample/1/mean`` is
-``backbone.layer1.0.downsample.1.running_mean``), so the mapping is a rule, applied to every
-variable of the target:
+Two families of files are read: torchvision's (ImageNet classifiers, whole DeepLabv3 / FCN
+models) and mmsegmentation's (its ImageNet ``ResNetV1c`` backbones and its model-zoo
+checkpoints, trained on Cityscapes). seg_jax's networks name their variables as those files'
+state-dict keys do (``backbone/layer1/0/downsample/1/mean`` is
+``backbone.layer1.0.downsample.1.running_mean``, ``decode_head/bottleneck/conv/kernel`` is
+``decode_head.bottleneck.conv.weight``), so the mapping is a rule, applied to every variable of
+the target:
 
-* ``params .../kernel`` <- ``....weight``, OIHW -> HWIO; ``params .../scale`` <- ``....weight``;
-  ``params .../bias`` <- ``....bias``; ``batch_stats .../mean|var`` <- ``....running_mean|var``.
-* ImageNet classification files (ResNet-18/34/50/101, VGG-16-BN) fill the model's ``backbone``;
-  the segmentation head stays freshly initialised. ``fc.*`` and VGG's ``classifier.*`` (the
-  ImageNet classifier) are ignored on purpose.
-* Whole segmentation files (``deeplabv3_resnet50/101``, ``fcn_resnet50/101``) fill every
-  variable, auxiliary head included; a classifier with another number of classes is reported and
-  left freshly initialised.
+* ``params .../kernel`` <- ``....weight``, OIHW -> HWIO (a depthwise conv's (C, 1, k, k) becomes
+  (k, k, 1, C)); ``params .../scale`` <- ``....weight``; ``params .../bias`` <- ``....bias``;
+  ``batch_stats .../mean|var`` <- ``....running_mean|var``.
+* ImageNet classification files (ResNet-18/34/50/101, VGG-16-BN, ResNet-50/101-V1c) fill the
+  model's ``backbone``; the segmentation head stays freshly initialised. ``fc.*`` and VGG's
+  ``classifier.*`` (the ImageNet classifier) are ignored on purpose.
+* Whole segmentation files (torchvision's ``deeplabv3_resnet50/101``, ``fcn_resnet50/101``;
+  mmseg's DeepLabV3, DeepLabV3+ and PSPNet R-50/101-D8) fill every variable, auxiliary head
+  included; a classifier with another number of classes is reported and left freshly
+  initialised.
 * ``num_batches_tracked`` (PyTorch's BatchNorm step counter; Flax keeps none) is ignored.
+
+Which family and architecture a file holds is recognised from its keys alone. ``.pth`` files are
+read with ``torch.load(weights_only=True)``: pickled code in a file is never run, only tensors,
+containers and the numpy scalars that mmseg's ``meta`` may hold are accepted; anything else is
+refused by name, without a fallback to a full unpickle.
 
 Nothing is silently dropped: every tensor of the file is consumed or listed as ignored with its
 reason, and every variable of the target is loaded or listed as freshly initialised; a tensor
@@ -22,25 +32,46 @@ mismatch are errors that name the tensor.
 """
 
 import dataclasses
+import json
 import os
+import pickle
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import ml_collections
 import numpy as np
 
 from seg_jax import parallel
+from seg_jax.data.labels import CLASS_NAMES
 from seg_jax.errors import SegJaxError, first_few
 
-CLASSIFICATION = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'vgg16_bn')
-SEGMENTATION = {  # torchvision builder -> (seg_jax model name, backbone)
+# ImageNet backbones: torchvision's, and mmseg's V1c (a deep stem of three 3x3 convs).
+CLASSIFICATION = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'vgg16_bn',
+                  'resnet50_v1c', 'resnet101_v1c')
+SEGMENTATION = {  # whole model (torchvision builder, mmseg config) -> (model name, backbone)
     'deeplabv3_resnet50': ('deeplabv3', 'resnet50'),
     'deeplabv3_resnet101': ('deeplabv3', 'resnet101'),
     'fcn_resnet50': ('fcn_resnet', 'resnet50'),
     'fcn_resnet101': ('fcn_resnet', 'resnet101'),
+    'deeplabv3_r50-d8': ('deeplabv3_mmseg', 'resnet50_v1c'),
+    'deeplabv3_r101-d8': ('deeplabv3_mmseg', 'resnet101_v1c'),
+    'deeplabv3plus_r50-d8': ('deeplabv3plus', 'resnet50_v1c'),
+    'deeplabv3plus_r101-d8': ('deeplabv3plus', 'resnet101_v1c'),
+    'pspnet_r50-d8': ('pspnet', 'resnet50_v1c'),
+    'pspnet_r101-d8': ('pspnet', 'resnet101_v1c'),
 }
+# The config file of seg_jax that holds each whole model's network and recipe.
+CONFIG_FILES = {'deeplabv3_resnet50': 'configs/deeplabv3_r50.py',
+                **{name: f'configs/{name.replace("-", "_")}.py' for name in SEGMENTATION
+                   if name.endswith('-d8')}}
+# mmseg's decode heads, by a key only that head's state dict has -> its name in mmseg configs.
+MMSEG_HEADS = {'decode_head.aspp_modules.1.depthwise_conv.conv.weight': 'deeplabv3plus',
+               'decode_head.image_pool.1.conv.weight': 'deeplabv3',
+               'decode_head.psp_modules.0.1.conv.weight': 'pspnet'}
+# Blocks per stage of mmseg's ResNet-50/101, the depth its config names use.
+MMSEG_DEPTHS = {'resnet50': 'r50', 'resnet101': 'r101'}
 # ResNet blocks per stage, and whether its blocks are bottlenecks.
 RESNET_STAGES = {(2, 2, 2, 2, False): 'resnet18', (3, 4, 6, 3, False): 'resnet34',
                  (3, 4, 6, 3, True): 'resnet50', (3, 4, 23, 3, True): 'resnet101'}
@@ -49,29 +80,58 @@ TORCH_LEAF = {('params', 'kernel'): 'weight', ('params', 'scale'): 'weight',
               ('params', 'bias'): 'bias', ('batch_stats', 'mean'): 'running_mean',
               ('batch_stats', 'var'): 'running_var'}
 # The layers that map image features to classes: another class count re-initialises them.
-CLASS_LAYERS = ('classifier.4', 'aux_classifier.4')
+CLASS_LAYERS = ('classifier.4', 'aux_classifier.4', 'decode_head.conv_seg',
+                'auxiliary_head.conv_seg')
+AUX_HEADS = ('aux_classifier', 'auxiliary_head')  # torchvision's and mmseg's names
 SEPARATOR = ', '  # between the names listed in reports and errors
-HOW_TO_GET = ('torchvision publishes the files (e.g. resnet50-11ad3fa6.pth, '
-              'deeplabv3_resnet50_coco-cd0a2569.pth); see README, "Pretrained weights".')
+HOW_TO_GET = ('torchvision publishes ImageNet and COCO files (e.g. resnet50-11ad3fa6.pth, '
+              'deeplabv3_resnet50_coco-cd0a2569.pth), mmsegmentation its Cityscapes models and '
+              'V1c backbones (e.g. deeplabv3_r50-d8_512x1024_80k_cityscapes_*.pth, '
+              'resnet50_v1c-2cccc1ad.pth); see README, "Pretrained weights" and "Model zoo".')
+# Where each backbone's ImageNet weights come from, for the message that asks for them.
+IMAGENET_FILES = {
+    'resnet18': 'https://download.pytorch.org/models/resnet18-f37072fd.pth',
+    'resnet34': 'https://download.pytorch.org/models/resnet34-b627a593.pth',
+    'resnet50': 'https://download.pytorch.org/models/resnet50-11ad3fa6.pth',
+    'resnet101': 'https://download.pytorch.org/models/resnet101-cd907fc2.pth',
+    'vgg16_bn': 'https://download.pytorch.org/models/vgg16_bn-6c64b313.pth',
+    'resnet50_v1c': 'https://download.openmmlab.com/pretrain/third_party/resnet50_v1c-2cccc1ad.pth',
+    'resnet101_v1c':
+        'https://download.openmmlab.com/pretrain/third_party/resnet101_v1c-e67eebb6.pth',
+}
+# What a weights-only unpickle may build besides tensors and containers: numpy scalars, which
+# mmseg's ``meta`` (e.g. a best score in ``hook_msgs``) can hold.
+NUMPY_SCALAR_GLOBALS = ('numpy.core.multiarray.scalar', 'numpy._core.multiarray.scalar',
+                        'numpy.dtype')
 
 
 class WeightsError(SegJaxError):
     """A weights file that cannot be read or does not fit the configured model."""
 
 
-def read_state_dict(path: str) -> dict[str, np.ndarray]:
-    """A state dict as numpy arrays: ``.safetensors`` with the safetensors package, ``.pth`` /
-    ``.pt`` with torch (``weights_only``: no code in the file is run)."""
-    path = os.path.expanduser(path)
-    if not os.path.isfile(path):
-        raise WeightsError(f'No weights file at {path}. {HOW_TO_GET}')
-    extension = os.path.splitext(path)[1].lower()
-    if extension == '.safetensors':
-        from safetensors.numpy import load_file
-        return load_file(path)
-    if extension not in ('.pth', '.pt'):
-        raise WeightsError(f'{path}: pretrained weights must be a .safetensors or .pth file '
-                           f'(a torchvision state dict); got {extension or "no extension"!r}.')
+class WeightsFile(NamedTuple):
+    """A file's tensors as numpy arrays, and what it says about itself (mmseg's ``meta``)."""
+    state: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+
+def _numpy_safe_globals() -> list:
+    """The numpy scalar constructors of NUMPY_SCALAR_GLOBALS (and every numpy dtype class),
+    for ``torch.serialization.safe_globals``."""
+    import importlib
+    found = []
+    for qualified in NUMPY_SCALAR_GLOBALS:
+        module, name = qualified.rsplit('.', 1)
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):  # numpy 1 or 2 spells the module differently
+            continue
+    found.extend(type(np.dtype(code)) for code in np.typecodes['All'] if code not in 'MmOV')
+    return found
+
+
+def _load_pickle(path: str) -> Any:
+    """``torch.load`` of ``path`` that runs no code from it, or a WeightsError saying why not."""
     try:
         import torch
     except ImportError:
@@ -80,19 +140,67 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
             'enough: pip install torch), or convert the file where torch is installed and copy '
             f'the result here: python -m seg_jax.tools.convert_weights {path} '
             f'{os.path.splitext(path)[0]}.safetensors') from None
-    state = torch.load(path, map_location='cpu', weights_only=True)
-    if not isinstance(state, Mapping) or not all(
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r'GLOBAL ([\w.]+)', str(error))
+        what = found.group(1) if found else 'a Python object'
+        raise WeightsError(
+            f'{path} holds {what}, which a weights-only load does not build: seg_jax never runs '
+            'code from a weights file. If you trust the file, keep only its tensors where its '
+            'own library is installed, e.g. python -c "import torch; c = torch.load(\'IN\', '
+            'weights_only=False); torch.save({\'state_dict\': c[\'state_dict\']}, \'OUT.pth\')"'
+            ', and load OUT.pth.') from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise WeightsError(f'{path} is not a readable PyTorch file ({error}); download it '
+                           'again.') from None
+
+
+def _tensors_of(checkpoint: Any, path: str) -> tuple[Mapping, dict]:
+    """(state dict, meta) of what ``torch.load`` returned: a flat state dict (torchvision,
+    mmseg's V1c backbones), or mmseg's ``{'meta': ..., 'state_dict': ...}`` checkpoint (an
+    ``optimizer`` entry, left in some files, is not read)."""
+    import torch
+    state, meta = checkpoint, {}
+    if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get('state_dict'), Mapping):
+        state, meta = checkpoint['state_dict'], checkpoint.get('meta') or {}
+    if not isinstance(state, Mapping) or not state or not all(
             isinstance(value, torch.Tensor) for value in state.values()):
-        raise WeightsError(f'{path} is not a flat state dict of tensors (a training checkpoint '
-                           'holding one, perhaps): save model.state_dict() itself.')
+        raise WeightsError(f'{path} is not a flat state dict of tensors nor an mmsegmentation '
+                           "checkpoint ({'meta', 'state_dict'}): a training checkpoint holding "
+                           'one, perhaps; save model.state_dict() itself.')
+    return state, dict(meta) if isinstance(meta, Mapping) else {}
+
+
+def read_weights(path: str) -> WeightsFile:
+    """A weights file as numpy arrays and its meta: ``.safetensors`` with the safetensors
+    package (its meta from the header, as ``seg_jax.tools.convert_weights`` writes it),
+    ``.pth`` / ``.pt`` with torch (``weights_only``: no code in the file is run)."""
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path):
+        raise WeightsError(f'No weights file at {path}. {HOW_TO_GET}')
+    extension = os.path.splitext(path)[1].lower()
+    if extension == '.safetensors':
+        from safetensors import safe_open
+        from safetensors.numpy import load_file
+        with safe_open(path, 'np') as header:
+            meta = json.loads((header.metadata() or {}).get('meta', '{}'))
+        return WeightsFile(load_file(path), meta)
+    if extension not in ('.pth', '.pt'):
+        raise WeightsError(f'{path}: pretrained weights must be a .safetensors or .pth file '
+                           '(a torchvision state dict or an mmsegmentation checkpoint); got '
+                           f'{extension or "no extension"!r}.')
+    state, meta = _tensors_of(_load_pickle(path), path)
     # numpy has no bfloat16: such tensors become float32, which the load casts as needed.
-    return {key: (value.float() if value.dtype == torch.bfloat16 else value).cpu().numpy()
-            for key, value in state.items()}
+    import torch
+    return WeightsFile({key: (value.float() if value.dtype == torch.bfloat16 else value)
+                        .cpu().numpy() for key, value in state.items()}, meta)
 
 
 def identify(state: Mapping[str, np.ndarray]) -> str:
-    """The torchvision architecture a state dict belongs to (a key of CLASSIFICATION or
-    SEGMENTATION), from its keys alone."""
+    """The architecture a state dict belongs to (a key of CLASSIFICATION or SEGMENTATION), from
+    its keys alone."""
     whole = any(key.startswith('backbone.') for key in state)
     prefix = 'backbone.' if whole else ''
     if not whole and 'features.0.weight' in state and 'features.1.running_mean' in state:
@@ -104,20 +212,56 @@ def identify(state: Mapping[str, np.ndarray]) -> str:
         blocks.append(len(indices))
     bottleneck = f'{prefix}layer1.0.conv3.weight' in state
     depth = RESNET_STAGES.get((*blocks, bottleneck))
-    if depth is None or f'{prefix}conv1.weight' not in state:
+    deep_stem = f'{prefix}stem.0.weight' in state
+    if depth is None or not (deep_stem or f'{prefix}conv1.weight' in state):
         sample = ', '.join(list(state)[:4])
         raise WeightsError(
             'The file is not a torchvision ResNet-18/34/50/101, VGG-16-BN, DeepLabv3 or FCN '
-            f'state dict (its first keys: {sample}; ResNet blocks per stage: {blocks}).')
+            'state dict, nor an mmsegmentation ResNetV1c, DeepLabV3, DeepLabV3+ or PSPNet one '
+            f'(its first keys: {sample}; ResNet blocks per stage: {blocks}).')
+    backbone = f'{depth}_v1c' if deep_stem else depth
+    if backbone not in CLASSIFICATION:
+        raise WeightsError(f'The file holds a {depth} with a deep stem, which mmsegmentation '
+                           'publishes only for ResNet-50 and ResNet-101 (V1c).')
     if not whole:
-        return depth
+        return backbone
+    if any(key.startswith('decode_head.') for key in state):
+        return _mmseg_architecture(state, backbone)
     head = ('deeplabv3' if 'classifier.0.convs.0.0.weight' in state else
             'fcn' if 'classifier.0.weight' in state else None)
-    if head is None or depth not in ('resnet50', 'resnet101'):
-        raise WeightsError(f'The file has a {depth} backbone but neither a torchvision DeepLabv3 '
-                           'nor an FCN head; supported whole models are '
+    if head is None or backbone not in ('resnet50', 'resnet101'):
+        raise WeightsError(f'The file has a {backbone} backbone but neither a torchvision '
+                           'DeepLabv3 nor an FCN head; supported whole models are '
                            f'{", ".join(SEGMENTATION)}.')
-    return f'{head}_{depth}'
+    return f'{head}_{backbone}'
+
+
+def _mmseg_architecture(state: Mapping[str, np.ndarray], backbone: str) -> str:
+    """The mmseg config name (e.g. ``pspnet_r50-d8``) of a whole mmseg state dict."""
+    head = next((name for key, name in MMSEG_HEADS.items() if key in state), None)
+    depth = backbone.removesuffix('_v1c')
+    if head is None or not backbone.endswith('_v1c'):
+        heads = sorted({key.split('.')[1] for key in state if key.startswith('decode_head.')})
+        raise WeightsError(
+            f'The file is an mmsegmentation model with a {backbone} backbone and a decode head '
+            f'of {", ".join(heads)}; seg_jax loads mmseg\'s DeepLabV3 (ASPPHead), DeepLabV3+ '
+            '(DepthwiseSeparableASPPHead) and PSPNet (PSPHead) on ResNet-50/101-V1c.')
+    return f'{head}_{MMSEG_DEPTHS[depth]}-d8'
+
+
+def family(architecture: str) -> str:
+    """Who publishes ``architecture``'s files: 'mmsegmentation' or 'torchvision'."""
+    return 'mmsegmentation' if architecture.endswith(('-d8', '_v1c')) else 'torchvision'
+
+
+def _fitting_config(architecture: str) -> str:
+    """What builds ``architecture``'s network, for error messages: its config file if seg_jax
+    has one, and the model flags."""
+    name, backbone = SEGMENTATION[architecture]
+    flags = f'--config.model.name={name} --config.model.backbone={backbone}'
+    if architecture in CONFIG_FILES:
+        return f'--config {CONFIG_FILES[architecture]} (or {flags})'
+    return flags
 
 
 def check_fits_config(architecture: str, model: ml_collections.ConfigDict) -> None:
@@ -126,16 +270,17 @@ def check_fits_config(architecture: str, model: ml_collections.ConfigDict) -> No
         name, backbone = SEGMENTATION[architecture]
         if (model.name, model.backbone) != (name, backbone):
             raise WeightsError(
-                f'The pretrained file holds a whole torchvision {architecture}, which needs '
-                f'--config.model.name={name} --config.model.backbone={backbone}; the config has '
-                f'name={model.name!r}, backbone={model.backbone!r}.')
+                f'The pretrained file holds a whole {family(architecture)} {architecture}, which '
+                f'needs {_fitting_config(architecture)}; the config has name={model.name!r}, '
+                f'backbone={model.backbone!r}.')
     elif model.backbone != architecture:
         what = (f'config.model.backbone={model.backbone!r}' if model.backbone else
                 f'config.model.name={model.name!r} has no backbone')
-        raise WeightsError(f'The pretrained file holds ImageNet {architecture} weights but '
+        raise WeightsError(f'The pretrained file holds {family(architecture)} ImageNet '
+                           f'{architecture} weights but '
                            f'{what}; set --config.model.backbone={architecture} (with a model '
                            'that has a backbone: resnet_aspp, deeplabv3, resnet_deconv, '
-                           'fcn_resnet).')
+                           'fcn_resnet, deeplabv3_mmseg, deeplabv3plus, pspnet).')
     if model.width != 1.0:
         raise WeightsError(f'Pretrained weights have the published widths; config.model.width='
                            f'{model.width} makes every layer narrower. Set it to 1.0.')
@@ -149,10 +294,13 @@ class LoadReport:
     loaded: list[str] = dataclasses.field(default_factory=list)  # model variables
     fresh: dict[str, str] = dataclasses.field(default_factory=dict)  # variable -> why
     ignored: dict[str, str] = dataclasses.field(default_factory=dict)  # file tensor -> why
+    about: str | None = None  # what the file's meta says of its training, if anything
 
     def summary(self) -> str:
-        lines = [f'Pretrained {self.architecture} from {self.source}: loaded {len(self.loaded)} '
-                 'variables.']
+        lines = [f'Pretrained {family(self.architecture)} {self.architecture} from '
+                 f'{self.source}: loaded {len(self.loaded)} variables.']
+        if self.about:
+            lines.append(self.about)
         for title, entries in (('Ignored tensors of the file', self.ignored),
                                ('Freshly initialised variables', self.fresh)):
             by_reason: dict[str, list[str]] = {}
@@ -162,6 +310,22 @@ class LoadReport:
                 listed = first_few(names, separator=SEPARATOR)
                 lines.append(f'{title} ({len(names)}, {reason}): {listed}')
         return '\n'.join(lines)
+
+
+def describe_meta(meta: Mapping[str, Any]) -> str | None:
+    """One line on what an mmseg checkpoint's ``meta`` says it was trained on: its classes
+    (``CLASSES`` in mmseg 0.x, ``dataset_meta['classes']`` in 1.x), version and iterations."""
+    classes = meta.get('CLASSES') or (meta.get('dataset_meta') or {}).get('classes')
+    parts = []
+    if classes:
+        classes = tuple(str(name) for name in classes)
+        parts.append("Cityscapes' 19 classes in train-id order" if classes == CLASS_NAMES else
+                     f'{len(classes)} classes that are not Cityscapes\' 19 in train-id order '
+                     f'({first_few(list(classes), 4, SEPARATOR)})')
+    for field, label in (('mmseg_version', 'mmseg'), ('iter', 'iterations')):
+        if meta.get(field) is not None:
+            parts.append(f'{label} {meta[field]}')
+    return f"The file's meta: {', '.join(parts)}." if parts else None
 
 
 def _torch_name(collection: str, path: tuple[str, ...]) -> str:
@@ -179,7 +343,8 @@ def _ignore_reason(key: str, architecture: str, variables: Mapping) -> str | Non
     if architecture in CLASSIFICATION and (key.startswith('fc.') or
                                            key.startswith('classifier.')):
         return 'the ImageNet classifier'
-    if key.startswith('aux_classifier.') and 'aux_classifier' not in variables['params']:
+    head = key.split('.', 1)[0]
+    if head in AUX_HEADS and head not in variables['params']:
         return 'the configured model has no auxiliary head (config.model.aux_head=False)'
     return None
 
@@ -250,14 +415,35 @@ def map_state_dict(variables: Mapping[str, Any], state: Mapping[str, np.ndarray]
     return loaded, report
 
 
+def check_required(model: ml_collections.ConfigDict) -> None:
+    """Refuses to start a training from random weights that its recipe says needs pretrained
+    ones (``config.model.pretrained_required``), naming the file, where it comes from, and the
+    option that trains from scratch on purpose."""
+    if not model.pretrained_required or model.pretrained:
+        return
+    url = IMAGENET_FILES.get(model.backbone)
+    where = (f'download {url.rsplit("/", 1)[-1]} ({family(model.backbone)}) from {url} and pass '
+             f'--config.model.pretrained=PATH/{url.rsplit("/", 1)[-1]}' if url else
+             'pass its ImageNet weights with --config.model.pretrained=PATH')
+    raise WeightsError(
+        f'This recipe trains {model.name} from an ImageNet-pretrained {model.backbone} backbone '
+        '(config.model.pretrained_required=True): its published numbers need it, and from random '
+        f'weights it falls far short. {where[0].upper()}{where[1:]} (README, "Pretrained '
+        'weights"), or start from a whole trained model (README, "Model zoo"). To train from '
+        'random weights on purpose, add --config.model.pretrained_required=False.')
+
+
 def load_pretrained(variables: Mapping[str, Any], model: ml_collections.ConfigDict
                     ) -> tuple[dict[str, Any], LoadReport]:
     """``variables`` with ``config.model.pretrained`` loaded into them (host numpy arrays
     where loaded), after checking that the file fits ``config.model``."""
-    state = read_state_dict(model.pretrained)
+    state, meta = read_weights(model.pretrained)
     architecture = identify(state)
     check_fits_config(architecture, model)
-    return map_state_dict(variables, state, architecture, os.path.basename(model.pretrained))
+    loaded, report = map_state_dict(variables, state, architecture,
+                                    os.path.basename(model.pretrained))
+    report.about = describe_meta(meta)
+    return loaded, report
 
 
 def load_into_state(state: Any, model: ml_collections.ConfigDict, mesh: jax.sharding.Mesh

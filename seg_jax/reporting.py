@@ -349,7 +349,8 @@ class Reporter:
         ``iou/{class}``, the same as TensorBoard scalars ``{split}/...``, and
         ``eval/{split}_{step}.json`` with every metric, per-class values by class name and the
         confusion matrix (rows ``CONFUSION_ROWS``, columns ``CLASS_NAMES``), and how the images
-        were inferred (``metrics['inference']``, where given). Returns the per-class table of
+        were inferred and from which weights (``metrics['inference']``, ``metrics['weights']``,
+        where given). Returns the per-class table of
         ``format_class_table``.
         """
         table = format_class_table(metrics)
@@ -363,7 +364,7 @@ class Reporter:
         self._append_history({'step': step, 'kind': 'eval', 'split': split, **scalars,
                               **class_iou})
         record = {'step': step, 'split': split, **scalars, **per_class,
-                  **({'inference': metrics['inference']} if 'inference' in metrics else {}),
+                  **{key: metrics[key] for key in ('inference', 'weights') if key in metrics},
                   'confusion_rows': CONFUSION_ROWS, 'confusion_columns': CLASS_NAMES}
         write_atomically(self._path('eval', f'{split}_{step}.json'),
                          _eval_json(record, np.asarray(confusion, np.int64)).encode())

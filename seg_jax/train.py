@@ -189,6 +189,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
             'would mix two experiments in one workdir: use the config it was started with, '
             'another --workdir, or --config.allow_config_change=True to continue with this one '
             '(the old config.json is kept beside it).')
+    if not checkpoints.has_checkpoint(f'{workdir}/checkpoints'):  # a resumed run has weights
+        pretrained.check_required(config.model)
     setup = training_setup(config)  # checks config and data: a refused run writes nothing
     reporter = reporting.Reporter(workdir, enabled=is_main)
     reporter.write_config(config)

@@ -209,6 +209,89 @@ def test_photometric_jitter_changes_only_the_image_within_range(train_fn):
                                atol=1e-6)
 
 
+def halves_label() -> np.ndarray:
+    """Class 0 left of column 48, class 1 right of it, void on the top rows (the same share of
+    every column): at scale 1, a 56-wide crop's largest class has a share below 0.75 only at
+    left offsets 7..33 of 0..40."""
+    label = np.where(np.arange(WIDTH) < 48, 0, 1).astype(np.uint8)[None].repeat(HEIGHT, 0)
+    label[:10] = 255
+    return label
+
+
+def balanced(label: np.ndarray, cat_max_ratio: float) -> bool:
+    """mmseg's RandomCrop test of a crop, written as mmseg writes it."""
+    labels, counts = np.unique(label, return_counts=True)
+    counts = counts[labels != 255]
+    return len(counts) > 1 and np.max(counts) / np.sum(counts) < cat_max_ratio
+
+
+def test_cat_max_ratio_redraws_until_no_class_dominates(train_fn):
+    label, image = halves_label(), random_image()
+    plain = dict(scale_range=(1.0, 1.0), rotation_degrees=0.0)
+    first_draw_failed = 0
+    for k in range(30):
+        _, label_out = train_fn(image, label, k, cat_max_ratio=0.75, **plain)
+        assert balanced(label_out, 0.75)
+        first = augment.sample_geometry(seed(k), IMAGE_SIZE, **without_photometric(**plain))
+        first_draw_failed += not 7 <= int(first.left) <= 33
+    assert first_draw_failed >= 3  # redraws were needed, and found a balanced crop
+    # With scale and rotation too, the check sees the crop as warped: a crop accepted within
+    # the 10 checks is balanced.
+    checked = 0
+    for k in range(15):
+        geometry = augment.sample_geometry(seed(k), IMAGE_SIZE, **without_photometric())
+        _, draws = augment.balance_crop(seed(k), geometry, label, crop_size=(48, 56),
+                                        cat_max_ratio=0.75)
+        _, label_out = train_fn(image, label, k, cat_max_ratio=0.75)
+        if int(draws) <= augment.MAX_CROP_CHECKS:
+            assert balanced(label_out, 0.75)
+            checked += 1
+    assert checked >= 10
+
+
+def test_cat_max_ratio_gives_up_after_ten_checks_with_the_eleventh_draw():
+    crop_size = (48, 56)
+    for label in (np.full((HEIGHT, WIDTH), 4, np.uint8), np.full((HEIGHT, WIDTH), 255, np.uint8)):
+        for k in range(3):
+            geometry = augment.sample_geometry(seed(k), IMAGE_SIZE, **without_photometric())
+            chosen, draws = augment.balance_crop(seed(k), geometry, label, crop_size=crop_size,
+                                                 cat_max_ratio=0.75)
+            assert int(draws) == 11
+            last = augment.redraw_crop_position(seed(k), geometry, 10, IMAGE_SIZE, crop_size)
+            assert (int(chosen.top), int(chosen.left)) == (int(last.top), int(last.left))
+            for kept in ('scale', 'angle_degrees', 'flip'):  # only the position is redrawn
+                assert float(getattr(chosen, kept)) == float(getattr(geometry, kept))
+    redraws = {(int(g.top), int(g.left)) for g in (
+        augment.redraw_crop_position(seed(0), geometry, n, IMAGE_SIZE, crop_size)
+        for n in range(1, 11))}
+    assert len(redraws) > 5  # each redraw from its own stream
+    mixed = np.random.default_rng(0).integers(0, 19, (HEIGHT, WIDTH)).astype(np.uint8)
+    chosen, draws = augment.balance_crop(seed(0), geometry, mixed, crop_size=crop_size,
+                                         cat_max_ratio=0.75)
+    assert int(draws) == 1 and int(chosen.top) == int(geometry.top)
+    assert int(chosen.left) == int(geometry.left)
+
+
+def test_cat_max_ratio_of_one_leaves_crops_unchanged(train_fn):
+    """On one class everywhere any ratio below 1 redraws; the default 1.0 takes the first draw,
+    so the crop (seen in the image) is exactly the one sample_geometry places."""
+    image, label = random_image(), np.full((HEIGHT, WIDTH), 4, np.uint8)
+    plain = dict(scale_range=(1.0, 1.0), rotation_degrees=0.0, flip=False)
+    moved = 0
+    for k in range(6):
+        default, _ = train_fn(image, label, k, **plain)
+        off, _ = train_fn(image, label, k, cat_max_ratio=1.0, **plain)
+        redrawn, _ = train_fn(image, label, k, cat_max_ratio=0.75, **plain)
+        geometry = augment.sample_geometry(seed(k), IMAGE_SIZE, **without_photometric(**plain))
+        last = augment.redraw_crop_position(seed(k), geometry, 10, IMAGE_SIZE, (48, 56))
+        for placed, out in ((geometry, default), (geometry, off), (last, redrawn)):
+            top, left = int(placed.top), int(placed.left)
+            np.testing.assert_array_equal(
+                out, augment.normalize(image[top:top + 48, left:left + 56]).numpy())
+        moved += not np.array_equal(default, redrawn)
+    assert moved >= 4
+
+
 def test_eval_transform_passes_through_at_scale_one_and_resizes_otherwise():
     image = random_image()
     label = np.random.default_rng(3).choice(np.array([0, 7, 18, 255], np.uint8), (HEIGHT, WIDTH))
@@ -266,6 +349,9 @@ def test_works_in_tf_data_with_dynamic_shapes():
     (dict(rotation_degrees=-3.0), 'rotation_degrees=-3.0 must be >= 0'),
     (dict(photometric=-0.1), 'photometric=-0.1 must be in [0, 1)'),
     (dict(photometric=1.5), 'config.data.photometric'),
+    (dict(cat_max_ratio=0.0), 'cat_max_ratio=0.0 must be in (0, 1]'),
+    (dict(cat_max_ratio=1.5), 'config.data.cat_max_ratio'),
+    (dict(photometric_style='mmseg', photometric=0.2), 'config.data.photometric=0'),
 ])
 def test_bad_arguments_raise_at_call_time(overrides, message):
     with pytest.raises(ConfigError, match=None) as error:

@@ -13,7 +13,8 @@ from seg_jax.summary import abstract_variables, count_parameters, forward_flops
 
 # Feature channels (aux = layer3 / pool4, out = layer4 / pool5) at width 1.
 CHANNELS = {'resnet18': (256, 512), 'resnet34': (256, 512), 'resnet50': (1024, 2048),
-            'resnet101': (1024, 2048), 'vgg16_bn': (512, 512)}
+            'resnet101': (1024, 2048), 'vgg16_bn': (512, 512), 'resnet50_v1c': (1024, 2048),
+            'resnet101_v1c': (1024, 2048)}
 
 
 def deeplab_variables(aux_head: bool):

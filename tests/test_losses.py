@@ -26,7 +26,7 @@ def make_batch(seed: int = 0, void_fraction: float = 0.3) -> tuple[np.ndarray, n
 
 def loss_config(name: str, **overrides) -> ml_collections.ConfigDict:
     fields = dict(name=name, class_weights=None, dice_weight=1.0, dice_variant='per_class',
-                  aux_weight=0.4)
+                  aux_weight=0.4, normalizer='valid')
     fields.update(overrides)
     return ml_collections.ConfigDict(fields)
 
@@ -302,6 +302,9 @@ def test_segmentation_loss_under_jit_and_grad():
     (dict(name='ce', class_weights='course'), 'does not use class weights'),
     (dict(aux_weight=-0.4), 'config.loss.aux_weight=-0.4 must be a non-negative number'),
     (dict(dice_weight='1'), "config.loss.dice_weight='1' must be a non-negative number"),
+    (dict(normalizer='pixels'), r"config.loss.normalizer='pixels' is not known; use one of "
+                                r"\['valid', 'all'\]"),
+    (dict(name='dice', normalizer='all'), "which config.loss.name='dice' does not have"),
 ])
 def test_bad_loss_configs_raise_config_error(overrides, message):
     config = loss_config(**{'name': 'ce', **overrides})
@@ -310,6 +313,31 @@ def test_bad_loss_configs_raise_config_error(overrides, message):
     logits, labels = make_batch()
     with pytest.raises(ConfigError, match=message):
         losses.segmentation_loss({'out': logits}, labels, config)
+
+
+@pytest.mark.parametrize('weights', [None, WEIGHTS])
+def test_normalizer_all_divides_by_every_pixel_as_mmsegmentation(weights):
+    # mmseg's cross_entropy with avg_non_ignore=False: F.cross_entropy(reduction='none',
+    # ignore_index=255) gives w[y] * ce on labelled pixels and 0 on void ones, averaged over
+    # all N * H * W pixels.
+    logits, labels = make_batch()
+    probabilities = numpy_softmax(logits)
+    valid = labels != IGNORE_LABEL
+    safe = np.where(valid, labels, 0)
+    per_pixel = -np.log(np.take_along_axis(probabilities, safe[..., None], -1)[..., 0])
+    pixel_weights = valid * (1.0 if weights is None else np.asarray(weights)[safe])
+    expected = np.sum(pixel_weights * per_pixel) / labels.size
+    ours = losses.cross_entropy(logits, labels, weights, normalizer='all')
+    np.testing.assert_allclose(float(ours), expected, rtol=1e-5)
+    # ...which is the 'valid' mean scaled by the labelled share of the batch.
+    by_valid = losses.cross_entropy(logits, labels, weights)
+    np.testing.assert_allclose(float(ours), float(by_valid) * pixel_weights.sum() / labels.size,
+                               rtol=1e-5)
+    config = loss_config('ce' if weights is None else 'weighted_ce', normalizer='all',
+                         class_weights=None if weights is None else list(weights))
+    total, _ = losses.segmentation_loss({'out': logits}, labels, config,
+                                        None if weights is None else np.asarray(weights))
+    np.testing.assert_allclose(float(total), expected, rtol=1e-5)
 
 
 def test_segmentation_loss_checks_weights_array_against_name():

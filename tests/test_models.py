@@ -144,7 +144,7 @@ def test_bfloat16_logits_are_close_to_float32():
     ('compute_dtype', 'float16', 'compute_dtype'),
     ('init', 'orthogonal', 'config.model.init'),
     ('output_stride', 4, 'output_stride=4'),
-    ('aux_head', True, 'only deeplabv3 and fcn_resnet have an auxiliary head'),
+    ('aux_head', True, 'only deeplabv3, fcn_resnet and the mmseg networks have an auxiliary head'),
     ('width', 0.0, 'must be positive'),
 ])
 def test_bad_model_config_is_a_clear_error(field, value, message):

@@ -17,12 +17,13 @@ TOTAL = 1000
 
 
 def make_config(optimizer: str = 'adam', schedule: str = 'constant', *, weight_decay=0.0,
-                momentum=0.9, warmup_steps=0, learning_rate=LR) -> ml_collections.ConfigDict:
+                momentum=0.9, warmup_steps=0, learning_rate=LR,
+                end_value=0.0) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         optimizer=dict(name=optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
                        momentum=momentum),
         schedule=dict(name=schedule, warmup_steps=warmup_steps, step_every_epochs=10,
-                      step_factor=0.2, power=0.9),
+                      step_factor=0.2, power=0.9, end_value=end_value),
     ))
 
 
@@ -51,6 +52,28 @@ def test_poly_schedule_follows_closed_form_and_ends_at_zero():
         assert lr_at(schedule, step) == pytest.approx(LR * (1 - step / TOTAL)**0.9, rel=1e-4)
     assert lr_at(schedule, TOTAL) == 0.0
     assert lr_at(schedule, TOTAL + 10) == 0.0
+
+
+def test_poly_floor_is_mmsegmentations_min_lr():
+    # mmcv's PolyLrUpdaterHook (the recipe of mmseg's model zoo):
+    # (lr0 - min_lr) * (1 - t / T)^0.9 + min_lr, reaching min_lr at T and staying there.
+    floor = 1e-4
+    _, schedule = build_optimizer(make_config(schedule='poly', end_value=floor), TOTAL)
+    for step in (0, 1, 250, 500, 999):
+        expected = (LR - floor) * (1 - step / TOTAL)**0.9 + floor
+        assert lr_at(schedule, step) == pytest.approx(expected, rel=1e-4), step
+    assert lr_at(schedule, TOTAL) == pytest.approx(floor, rel=1e-6)
+    assert lr_at(schedule, TOTAL + 10) == pytest.approx(floor, rel=1e-6)
+
+
+@pytest.mark.parametrize('schedule, end_value, message', [
+    ('poly', -1e-4, r'end_value=-0.0001 must lie in \[0, 0.01\]'),
+    ('poly', 0.1, r'end_value=0.1 must lie in \[0, 0.01\]'),
+    ('cosine', 1e-4, "floor of the 'poly' schedule; 'cosine' has none"),
+])
+def test_a_floor_poly_cannot_honour_is_refused(schedule, end_value, message):
+    with pytest.raises(ConfigError, match=message):
+        build_optimizer(make_config(schedule=schedule, end_value=end_value), TOTAL)
 
 
 def test_cosine_schedule_is_half_at_mid_point():

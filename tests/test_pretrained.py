@@ -303,7 +303,8 @@ def test_convert_weights_writes_the_same_tensors_and_never_overwrites(torch_refe
     result = run_converter(str(source), str(converted))
     assert result.returncode == 0, result.stderr
     assert 'torchvision resnet18' in result.stdout
-    from_pth, from_safetensors = (pretrained.read_state_dict(str(p)) for p in (source, converted))
+    from_pth, from_safetensors = (pretrained.read_weights(str(p)).state
+                                  for p in (source, converted))
     assert from_pth.keys() == from_safetensors.keys()
     for key, value in from_pth.items():
         np.testing.assert_array_equal(from_safetensors[key], value)
@@ -329,7 +330,7 @@ def test_training_starts_from_the_pretrained_backbone(torch_reference, tmp_path,
     config.checkpoint_every_steps = 1
     config.optimizer.learning_rate = 0.0  # step 1 leaves the parameters as loaded
     state = train.train_and_evaluate(config, str(tmp_path / 'run'))
-    assert 'Pretrained resnet18 from resnet18.safetensors: loaded 100 variables.' in (
+    assert 'Pretrained torchvision resnet18 from resnet18.safetensors: loaded 100 variables.' in (
         capsys.readouterr().out)
     kernel = np.asarray(state.params['backbone']['layer3']['1']['conv2']['kernel'])
     np.testing.assert_array_equal(

@@ -16,6 +16,10 @@ mirror) and flip and crop are exact copies.
 Randomness is stateless: every draw is a pure function of the per-example seed, each quantity
 from its own stream, so augmentation can be replayed from (seed, position) when training resumes
 and a change to one option (say, the rotation range) does not change the other draws.
+
+Two pieces of mmsegmentation's Cityscapes recipe are options, off by default: ``cat_max_ratio``
+redraws the crop position (up to 10 times) while one class dominates the crop, and the 'mmseg'
+``photometric_style`` applies its PhotoMetricDistortion to the 8-bit crop (``photometric``).
 """
 
 import math
@@ -25,6 +29,9 @@ import tensorflow as tf
 
 from seg_jax.data.crops import check_crop_size
 from seg_jax.data.labels import IGNORE_LABEL
+from seg_jax.data.photometric import (BRIGHTNESS_DELTA, CONTRAST_RANGE, HUE_DELTA,
+                                      SATURATION_RANGE, Distortion, check_photometric, distort,
+                                      jitter)
 from seg_jax.errors import ConfigError, ShapeError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -36,8 +43,17 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _MEAN_255 = tuple(255.0 * m for m in IMAGENET_MEAN)
 _INVERSE_STD_255 = tuple(1.0 / (255.0 * s) for s in IMAGENET_STD)
 
-# One stateless stream per random quantity, folded into the example seed.
+# One stateless stream per random quantity, folded into the example seed. New streams go at the
+# end, so that adding one leaves every existing draw as it was.
 _SCALE, _ANGLE, _FLIP, _TOP, _LEFT, _BRIGHTNESS, _CONTRAST = range(7)
+# Redraw k of the crop position takes its top and left from streams _TOP and _LEFT of the seed
+# folded with _CROP_REDRAW, then k.
+_CROP_REDRAW = 7
+(_BRIGHTNESS_ON, _BRIGHTNESS_DELTA, _CONTRAST_FIRST, _CONTRAST_ON, _CONTRAST_ALPHA,
+ _SATURATION_ON, _SATURATION_ALPHA, _HUE_ON, _HUE_DELTA) = range(8, 17)
+
+# mmseg's RandomCrop checks a crop at most this many times, then takes the next one unchecked.
+MAX_CROP_CHECKS = 10
 
 
 class Geometry(NamedTuple):
@@ -90,11 +106,26 @@ def _check_geometry_args(crop_size: tuple[int, int], scale_range: tuple[float, f
                           'from [-r, r]); set config.data.rotation_degrees to e.g. 3.0, or 0.')
 
 
-def _check_photometric(photometric: float) -> None:
-    if not 0 <= photometric < 1:
-        raise ConfigError(f'photometric={photometric} must be in [0, 1): brightness and contrast '
-                          'factors are drawn from [1 - p, 1 + p] and must stay positive; set '
-                          'config.data.photometric to e.g. 0.3, or 0 to turn jitter off.')
+def _check_cat_max_ratio(cat_max_ratio: float) -> None:
+    if not 0 < cat_max_ratio <= 1:
+        raise ConfigError(f'cat_max_ratio={cat_max_ratio} must be in (0, 1]: a crop is redrawn '
+                          'while its largest class holds this share of its labelled pixels or '
+                          'more; set config.data.cat_max_ratio to e.g. 0.75 (mmsegmentation\'s '
+                          'Cityscapes recipe), or 1.0 to turn the redraws off.')
+
+
+def check_train_options(*, crop_size: tuple[int, int], scale_range: tuple[float, float],
+                        rotation_degrees: float, photometric: float,
+                        photometric_style: str = 'jitter', cat_max_ratio: float = 1.0) -> None:
+    """Raises ``ConfigError`` for ``train_transform`` options it cannot honour.
+
+    ``train_transform`` checks them itself; the pipeline calls this first too, since an error
+    raised while tf.data traces its map function reaches the user wrapped in tf's StagingError
+    rather than as the ConfigError that ``main`` prints without a traceback.
+    """
+    _check_geometry_args(crop_size, scale_range, rotation_degrees)
+    check_photometric(photometric, photometric_style)
+    _check_cat_max_ratio(cat_max_ratio)
 
 
 def _uniform(seed: tf.Tensor, stream: int, minval, maxval, dtype=tf.float32) -> tf.Tensor:
@@ -134,6 +165,42 @@ def sample_geometry(seed: tf.Tensor, image_size: tf.Tensor, *, crop_size: tuple[
     return Geometry(scale=scale, angle_degrees=angle, flip=flipped,
                     top=_crop_offset(seed, _TOP, canvas[0], crop_size[0]),
                     left=_crop_offset(seed, _LEFT, canvas[1], crop_size[1]))
+
+
+def redraw_crop_position(seed: tf.Tensor, geometry: Geometry, redraw: tf.Tensor | int,
+                         image_size: tf.Tensor, crop_size: tuple[int, int]) -> Geometry:
+    """``geometry`` with the crop position of redraw number ``redraw`` (1, 2, ...).
+
+    Drawn like the first position, over the same scaled canvas, but from streams of its own: each
+    redraw differs from the others and replays exactly, and the first draw is untouched.
+    """
+    redraw_seed = tf.random.experimental.stateless_fold_in(
+        tf.random.experimental.stateless_fold_in(seed, _CROP_REDRAW), redraw)
+    canvas = _scaled_size(image_size, geometry.scale)
+    return geometry._replace(top=_crop_offset(redraw_seed, _TOP, canvas[0], crop_size[0]),
+                             left=_crop_offset(redraw_seed, _LEFT, canvas[1], crop_size[1]))
+
+
+def sample_distortion(seed: tf.Tensor) -> Distortion:
+    """Draws mmseg's PhotoMetricDistortion parameters for the 'mmseg' photometric style: each
+    step applied with p = 0.5, contrast first or last with p = 0.5, values from mmseg's ranges.
+
+    mmseg draws them in turn from one generator (skipping the values of skipped steps); here each
+    has its own stream, which gives the same joint distribution and replays from the seed.
+    """
+    def coin(stream: int) -> tf.Tensor:
+        return _uniform(seed, stream, 0.0, 1.0) < 0.5
+
+    return Distortion(
+        brightness_on=coin(_BRIGHTNESS_ON),
+        brightness_delta=_uniform(seed, _BRIGHTNESS_DELTA, -BRIGHTNESS_DELTA, BRIGHTNESS_DELTA),
+        contrast_first=coin(_CONTRAST_FIRST),
+        contrast_on=coin(_CONTRAST_ON),
+        contrast_alpha=_uniform(seed, _CONTRAST_ALPHA, *CONTRAST_RANGE),
+        saturation_on=coin(_SATURATION_ON),
+        saturation_alpha=_uniform(seed, _SATURATION_ALPHA, *SATURATION_RANGE),
+        hue_on=coin(_HUE_ON),
+        hue_delta=_uniform(seed, _HUE_DELTA, -HUE_DELTA, HUE_DELTA, tf.int32))  # -18..17
 
 
 def _affine(a: tf.Tensor, b: tf.Tensor, c: tf.Tensor, d: tf.Tensor, tx: tf.Tensor,
@@ -198,47 +265,129 @@ def _warp(image: tf.Tensor, transform: tf.Tensor, output_size: tf.Tensor, interp
     return warped[0, ..., 0] if image.shape.rank == 2 else warped[0]
 
 
+def _warp_label(label: tf.Tensor, transform: tf.Tensor, output_size: tf.Tensor) -> tf.Tensor:
+    """The label resampled nearest (never an interpolated id), padding ``IGNORE_LABEL``."""
+    return _warp(label, transform, output_size, 'NEAREST', float(IGNORE_LABEL))
+
+
 def _resample(image: tf.Tensor, label: tf.Tensor, transform: tf.Tensor,
               output_size: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Normalised float32 image (bilinear, padding = mean) and int32 label (nearest, padding =
     IGNORE_LABEL), both resampled through the same crop -> source ``transform``."""
     centred = _warp(_centre(image), transform, output_size, 'BILINEAR', 0.0)
-    warped_label = _warp(label, transform, output_size, 'NEAREST', float(IGNORE_LABEL))
+    warped_label = _warp_label(label, transform, output_size)
     return _scale_by_std(centred), tf.cast(warped_label, tf.int32)
 
 
-def _jitter_photometric(image: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
-    """Random contrast (about the image's mean grey) then brightness, on float RGB in [0, 255],
-    clipped once to [0, 255]; both factors ~ U(1 - strength, 1 + strength)."""
-    brightness = _uniform(seed, _BRIGHTNESS, 1.0 - strength, 1.0 + strength)
-    contrast = _uniform(seed, _CONTRAST, 1.0 - strength, 1.0 + strength)
-    grey = tf.reduce_mean(image)
-    return tf.clip_by_value(brightness * (contrast * (image - grey) + grey), 0.0, 255.0)
+def _resample_distorted(image: tf.Tensor, label: tf.Tensor, transform: tf.Tensor,
+                        output_size: tf.Tensor,
+                        distortion: Distortion) -> tuple[tf.Tensor, tf.Tensor]:
+    """``_resample`` for the 'mmseg' photometric style, which distorts the 8-bit crop.
+
+    The crop is resampled unnormalised and rounded to integers (half up, as cv2's fixed-point
+    uint8 resize rounds), distorted, then normalised. Its padding is warped at the mean, like
+    ``_resample``'s, but the distortion moves it off the mean, so every pixel from outside the
+    source (found by warping a mask of ones nearest, like the label) is set to exactly 0.
+    """
+    centred = _warp(_centre(image), transform, output_size, 'BILINEAR', 0.0)
+    crop = tf.clip_by_value(tf.floor(centred + _MEAN_255 + 0.5), 0.0, 255.0)
+    inside = _warp(tf.ones(tf.shape(image)[:2]), transform, output_size, 'NEAREST', 0.0) > 0
+    distorted = normalize(distort(crop, distortion))
+    return (tf.where(inside[..., tf.newaxis], distorted, 0.0),
+            tf.cast(_warp_label(label, transform, output_size), tf.int32))
+
+
+def _balanced(label_crop: tf.Tensor, cat_max_ratio: float) -> tf.Tensor:
+    """mmseg's test of a crop: more than one class among its labelled (not IGNORE_LABEL)
+    pixels, and the largest holding less than ``cat_max_ratio`` of them (float64, as numpy)."""
+    counts = tf.math.bincount(tf.reshape(tf.cast(label_crop, tf.int32), [-1]),
+                              minlength=IGNORE_LABEL, maxlength=IGNORE_LABEL,
+                              dtype=tf.int64)  # ids >= IGNORE_LABEL are not counted
+    largest_share = tf.math.divide_no_nan(tf.cast(tf.reduce_max(counts), tf.float64),
+                                          tf.cast(tf.reduce_sum(counts), tf.float64))
+    return (tf.math.count_nonzero(counts) > 1) & (largest_share < cat_max_ratio)
+
+
+def balance_crop(seed: tf.Tensor, geometry: Geometry, label: tf.Tensor, *,
+                 crop_size: tuple[int, int],
+                 cat_max_ratio: float) -> tuple[Geometry, tf.Tensor]:
+    """mmseg's RandomCrop with ``cat_max_ratio``: redraws the crop position while the crop's
+    label fails ``_balanced``. Returns the geometry and the number of positions drawn (int32).
+
+    Like mmseg, at most ``MAX_CROP_CHECKS`` crops are checked; if all fail, one more position is
+    drawn and taken unchecked (11 draws). Only the position is redrawn: scale, angle and flip
+    are one draw each, as in mmseg, which resizes before it crops and flips after. Each check
+    warps only the label, nearest, through the candidate's transform, so it counts exactly the
+    labels that crop would have (padding is IGNORE_LABEL, not counted, as in mmseg, which pads
+    after cropping).
+    """
+    label = tf.convert_to_tensor(label)
+    image_size = tf.shape(label)[:2]
+    output_size = tf.constant(crop_size, tf.int32)
+
+    def at(top: tf.Tensor, left: tf.Tensor) -> Geometry:
+        return geometry._replace(top=top, left=left)
+
+    def unbalanced(top: tf.Tensor, left: tf.Tensor) -> tf.Tensor:
+        transform = crop_transform(at(top, left), image_size, crop_size)
+        return ~_balanced(_warp_label(label, transform, output_size), cat_max_ratio)
+
+    def keep_drawing(draws: tf.Tensor, top: tf.Tensor, left: tf.Tensor) -> tf.Tensor:
+        return tf.cond(draws > MAX_CROP_CHECKS, lambda: tf.constant(False),
+                       lambda: unbalanced(top, left))
+
+    def redraw(draws: tf.Tensor, top: tf.Tensor, left: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        redrawn = redraw_crop_position(seed, geometry, draws, image_size, crop_size)
+        return draws + 1, redrawn.top, redrawn.left
+
+    draws, top, left = tf.while_loop(keep_drawing, redraw,
+                                     (tf.constant(1), geometry.top, geometry.left))
+    return at(top, left), draws
+
+
+def _jitter_factors(seed: tf.Tensor, strength: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """The 'jitter' style's brightness and contrast factors, both ~ U(1 - s, 1 + s)."""
+    return (_uniform(seed, _BRIGHTNESS, 1.0 - strength, 1.0 + strength),
+            _uniform(seed, _CONTRAST, 1.0 - strength, 1.0 + strength))
 
 
 def train_transform(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, *,
                     crop_size: tuple[int, int], scale_range: tuple[float, float],
-                    rotation_degrees: float, flip: bool,
-                    photometric: float) -> tuple[tf.Tensor, tf.Tensor]:
+                    rotation_degrees: float, flip: bool, photometric: float,
+                    photometric_style: str = 'jitter',
+                    cat_max_ratio: float = 1.0) -> tuple[tf.Tensor, tf.Tensor]:
     """A random training crop: uint8 HxWx3 image, HxW train-id label, int [2] stateless seed ->
     (float32 crop_h x crop_w x 3 normalised image, int32 crop_h x crop_w label).
 
     Image and label share one draw of scale ~ U(scale_range), angle ~ U(+-rotation_degrees),
     flip (p = 0.5 if ``flip``) and crop position, uniform over the scaled canvas or, where the
     canvas is smaller than the crop, placing it at a uniform offset inside the crop (the rest is
-    padding). ``photometric`` > 0 jitters brightness and contrast of the image only, before
-    normalisation; the padding stays at the mean. Arguments are checked when called (at graph
-    construction), raising ``ConfigError``.
+    padding). ``cat_max_ratio`` < 1 redraws the position while one class holds that share of
+    the crop's labelled pixels or more (``balance_crop``). The image only is then changed by
+    ``photometric_style`` (see ``seg_jax.data.photometric``): 'jitter' of strength
+    ``photometric`` > 0 before the warp, or ('mmseg') mmsegmentation's distortion of the 8-bit
+    crop after it; either way the padding stays at the mean (0). Arguments are checked when
+    called (at graph construction), raising ``ConfigError``.
     """
-    _check_photometric(photometric)
+    check_train_options(crop_size=crop_size, scale_range=scale_range,
+                        rotation_degrees=rotation_degrees, photometric=photometric,
+                        photometric_style=photometric_style, cat_max_ratio=cat_max_ratio)
     image, label = _as_image_and_label(image, label)
     image_size = tf.shape(image)[:2]
     geometry = sample_geometry(seed, image_size, crop_size=crop_size, scale_range=scale_range,
                                rotation_degrees=rotation_degrees, flip=flip)
-    if photometric > 0:
-        image = _jitter_photometric(tf.cast(image, tf.float32), seed, photometric)
-    image, label = _resample(image, label, crop_transform(geometry, image_size, crop_size),
-                             tf.constant(crop_size, tf.int32))
+    if cat_max_ratio < 1:
+        geometry, _ = balance_crop(seed, geometry, label, crop_size=crop_size,
+                                   cat_max_ratio=cat_max_ratio)
+    transform = crop_transform(geometry, image_size, crop_size)
+    output_size = tf.constant(crop_size, tf.int32)
+    if photometric_style == 'mmseg':
+        image, label = _resample_distorted(image, label, transform, output_size,
+                                           sample_distortion(seed))
+    else:
+        if photometric > 0:
+            image = jitter(tf.cast(image, tf.float32), *_jitter_factors(seed, photometric))
+        image, label = _resample(image, label, transform, output_size)
     return tf.ensure_shape(image, (*crop_size, 3)), tf.ensure_shape(label, crop_size)
 
 

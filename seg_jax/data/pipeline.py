@@ -72,6 +72,10 @@ def _train_dataset(config: ml_collections.ConfigDict, split: Split, start_step: 
     host_batch = per_process_batch(config.global_batch_size, process_count,
                                    'config.global_batch_size')
     data, size = config.data, split.size
+    options = dict(crop_size=tuple(data.crop_size), scale_range=tuple(data.scale_range),
+                   rotation_degrees=data.rotation_degrees, photometric=data.photometric,
+                   photometric_style=data.photometric_style, cat_max_ratio=data.cat_max_ratio)
+    augment.check_train_options(**options)  # here, not inside tf.data's tracing of load
 
     def load(host_position: tf.Tensor) -> dict[str, tf.Tensor]:
         step, slot = host_position // host_batch, host_position % host_batch
@@ -82,9 +86,7 @@ def _train_dataset(config: ml_collections.ConfigDict, split: Split, start_step: 
         example = split.read(index)
         image, label = augment.train_transform(
             example['image'], to_train_ids(example['label']),
-            _stream_seed(config.seed, AUGMENT_STREAM, position),
-            crop_size=tuple(data.crop_size), scale_range=tuple(data.scale_range),
-            rotation_degrees=data.rotation_degrees, flip=data.flip, photometric=data.photometric)
+            _stream_seed(config.seed, AUGMENT_STREAM, position), flip=data.flip, **options)
         return {'image': image, 'label': label, 'image_id': example['image_id'],
                 'problem': example['problem']}
 

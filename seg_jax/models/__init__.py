@@ -18,7 +18,8 @@ from seg_jax.errors import ConfigError
 from seg_jax.models.aspp import ResNetASPP
 from seg_jax.models.deeplab import DeepLabV3
 from seg_jax.models.fcn import DeconvNet, FCNEncoder
-from seg_jax.models.layers import kernel_initializer
+from seg_jax.models.layers import CLASSIFIER_INITIALIZERS, kernel_initializer
+from seg_jax.models.mmseg import EncoderDecoder
 from seg_jax.models.resnet import ResNet
 from seg_jax.models.unet import UNet
 from seg_jax.models.vgg import VGG16BN, VGGFeatures
@@ -30,6 +31,9 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     'resnet34': lambda **kw: ResNet(depth=34, **kw),
     'resnet50': lambda **kw: ResNet(depth=50, **kw),
     'resnet101': lambda **kw: ResNet(depth=101, **kw),
+    # mmsegmentation's ResNetV1c: the same with a deep stem of three 3x3 convs.
+    'resnet50_v1c': lambda **kw: ResNet(depth=50, deep_stem=True, **kw),
+    'resnet101_v1c': lambda **kw: ResNet(depth=101, deep_stem=True, **kw),
     'vgg16_bn': lambda **kw: VGG16BN(VGGFeatures(**kw)),
 }
 
@@ -40,6 +44,10 @@ def _common(config: ml_collections.ConfigDict) -> dict:
         raise ConfigError(f'config.model.compute_dtype={config.compute_dtype!r} is not known; '
                           f'use one of {sorted(COMPUTE_DTYPES)}. Parameters stay float32.')
     kernel_initializer(config.init)  # raises on an unknown name
+    if config.init in CLASSIFIER_INITIALIZERS and config.name not in MMSEG_HEADS:
+        raise ConfigError(f'config.model.init={config.init!r} is the initialisation of '
+                          f'mmsegmentation\'s heads ({", ".join(MMSEG_HEADS)}); '
+                          f'{config.name} has none. Use \'xavier\' or \'kaiming\'.')
     if config.num_classes < 1:
         raise ConfigError(f'config.model.num_classes={config.num_classes} must be positive.')
     if config.width <= 0:
@@ -78,7 +86,7 @@ def _fixed_architecture(config: ml_collections.ConfigDict, output_stride: int) -
     _require(config, 'output_stride', (output_stride,),
              f'its output stride is fixed at {output_stride}')
     _require(config, 'aux_head', (False,),
-             'only deeplabv3 and fcn_resnet have an auxiliary head')
+             'only deeplabv3, fcn_resnet and the mmseg networks have an auxiliary head')
     _require(config, 'dual_aspp', (False,), 'only resnet_aspp has a layer3 ASPP')
 
 
@@ -108,7 +116,7 @@ def _resnet_deconv(config: ml_collections.ConfigDict) -> nn.Module:
     _require(config, 'output_stride', (DeconvNet.output_stride,),
              'five x2 transposed convs undo exactly an output stride of 32')
     _require(config, 'aux_head', (False,),
-             'only deeplabv3 and fcn_resnet have an auxiliary head')
+             'only deeplabv3, fcn_resnet and the mmseg networks have an auxiliary head')
     _require(config, 'dual_aspp', (False,), 'only resnet_aspp has a layer3 ASPP')
     _require(config, 'aspp_dropout', (0.0,), 'it has no ASPP')
     common = _common(config)
@@ -117,7 +125,7 @@ def _resnet_deconv(config: ml_collections.ConfigDict) -> nn.Module:
 
 def _resnet_aspp(config: ml_collections.ConfigDict) -> nn.Module:
     _require(config, 'aux_head', (False,),
-             'only deeplabv3 and fcn_resnet have an auxiliary head')
+             'only deeplabv3, fcn_resnet and the mmseg networks have an auxiliary head')
     common = _common(config)
     return ResNetASPP(_backbone(config, config.output_stride, common),
                       output_stride=config.output_stride, dual=config.dual_aspp,
@@ -137,6 +145,25 @@ def _dilated(head: str) -> Callable[[ml_collections.ConfigDict], nn.Module]:
     return build
 
 
+# mmsegmentation's networks -> the head of seg_jax.models.mmseg they put on the backbone.
+MMSEG_HEADS = {'deeplabv3_mmseg': 'aspp', 'deeplabv3plus': 'sep_aspp', 'pspnet': 'psp'}
+
+
+def _mmseg(config: ml_collections.ConfigDict) -> nn.Module:
+    """One of mmsegmentation's encoder-decoders on a dilated ResNet."""
+    _require(config, 'dual_aspp', (False,), 'only resnet_aspp has a layer3 ASPP')
+    _require(config, 'aspp_dropout', (0.0,), "mmsegmentation's heads have their own fixed "
+             'Dropout2d(0.1) before the classifier')
+    if not (config.backbone or '').startswith('resnet'):
+        raise ConfigError(f'config.model.backbone={config.backbone!r} does not fit '
+                          f'{config.name}: its heads need a ResNet (layer1, layer3 and layer4 '
+                          'features); use resnet50_v1c or resnet101_v1c as mmsegmentation does.')
+    common = _common(config)
+    return EncoderDecoder(_backbone(config, config.output_stride, common),
+                          head=MMSEG_HEADS[config.name], output_stride=config.output_stride,
+                          aux_head=config.aux_head, **common)
+
+
 MODELS: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {
     'fcn': _fcn,
     'unet': _unet,
@@ -145,6 +172,7 @@ MODELS: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {
     'resnet_aspp': _resnet_aspp,
     'deeplabv3': _dilated('deeplabv3'),
     'fcn_resnet': _dilated('fcn'),  # torchvision's fcn_resnet50/101
+    **{name: _mmseg for name in MMSEG_HEADS},  # mmsegmentation's Cityscapes networks
 }
 
 

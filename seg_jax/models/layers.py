@@ -24,16 +24,25 @@ Initializer = Callable[..., jax.Array]
 INITIALIZERS: dict[str, Initializer] = {
     # Glorot/Xavier uniform, as the course project: Var = 2 / (fan_in + fan_out).
     'xavier': nn.initializers.xavier_uniform(),
-    # Kaiming normal on fan-out, as torchvision initialises its ResNets and DeepLab heads.
+    # Kaiming normal on fan-out (not truncated, as PyTorch's kaiming_normal_), as torchvision
+    # initialises its ResNets and DeepLab heads.
     'kaiming': nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
+    # mmsegmentation's: the same Kaiming normal for every conv, and N(0, 0.01) for its heads'
+    # classifiers (CLASSIFIER_INITIALIZERS).
+    'mmseg': nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
 }
+# Initialisers that treat a network's last, class-scoring conv apart from the others.
+CLASSIFIER_INITIALIZERS: dict[str, Initializer] = {'mmseg': nn.initializers.normal(0.01)}
 
 
-def kernel_initializer(name: str) -> Initializer:
-    """Returns the conv-kernel initialiser selected by ``config.model.init``."""
+def kernel_initializer(name: str, classifier: bool = False) -> Initializer:
+    """Returns the conv-kernel initialiser selected by ``config.model.init``; ``classifier``
+    asks for the one of a head's class-scoring conv, where the scheme has its own."""
     if name not in INITIALIZERS:
         raise ConfigError(
             f'config.model.init={name!r} is not known; use one of {sorted(INITIALIZERS)}.')
+    if classifier and name in CLASSIFIER_INITIALIZERS:
+        return CLASSIFIER_INITIALIZERS[name]
     return INITIALIZERS[name]
 
 
@@ -43,13 +52,20 @@ def scaled(channels: int, width: float) -> int:
 
 
 def conv(features: int, kernel_size: int, *, strides: int = 1, dilation: int = 1,
-         use_bias: bool = False, initializer: str = 'xavier', dtype: Dtype = jnp.float32,
+         groups: int = 1, use_bias: bool = False, initializer: str = 'xavier',
+         classifier: bool = False, dtype: Dtype = jnp.float32,
          name: str | None = None) -> nn.Conv:
-    """A square conv padded like PyTorch's ``nn.Conv2d(padding=dilation * (k - 1) // 2)``."""
+    """A square conv padded like PyTorch's ``nn.Conv2d(padding=dilation * (k - 1) // 2)``.
+
+    ``groups`` splits the channels as PyTorch's ``groups`` does (``groups`` = input channels is
+    a depthwise conv; its kernel is (k, k, 1, features)). ``classifier`` marks a head's
+    class-scoring conv, which some initialisation schemes treat apart.
+    """
     pad = dilation * (kernel_size - 1) // 2
     return nn.Conv(features, (kernel_size, kernel_size), strides=(strides, strides),
                    padding=((pad, pad), (pad, pad)), kernel_dilation=(dilation, dilation),
-                   use_bias=use_bias, kernel_init=kernel_initializer(initializer), dtype=dtype,
+                   feature_group_count=groups, use_bias=use_bias,
+                   kernel_init=kernel_initializer(initializer, classifier), dtype=dtype,
                    param_dtype=jnp.float32, name=name)
 
 

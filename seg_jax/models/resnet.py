@@ -5,6 +5,12 @@ The layout and names follow torchvision's ``resnet.py`` (``conv1``, ``bn1``, ``l
 ImageNet weights map onto the parameters key by key. There is no pooling or fc layer: the
 segmentation networks only use the feature maps.
 
+``deep_stem=True`` is mmsegmentation's ``ResNetV1c``, the backbone of its published Cityscapes
+models: the 7x7 stem conv is replaced by three 3x3 convs (3->32 stride 2, 32->32, 32->64, each
+with BN and ReLU) named like mmseg's ``stem`` Sequential (``stem/0``, ``stem/1``, ``stem/3`` ...),
+the rest is the same v1.5 network. mmseg's "-D8" dilation (strides 1,2,1,1, dilations 1,1,2,4,
+the first block of a dilated stage at half the dilation) is what ``stage_plan(8)`` gives.
+
 With ``remat=True`` every residual block is wrapped in ``nn.remat`` (``jax.checkpoint``): the
 backward pass recomputes a block's activations from its input instead of keeping them. The
 wrapped block keeps its name, so parameters and checkpoints are the same either way.
@@ -124,14 +130,35 @@ class ResLayer(nn.Module):
         return x
 
 
+class DeepStem(nn.Module):
+    """mmseg ResNetV1c's stem: three conv3x3 -> BN -> ReLU, the first with stride 2.
+
+    Children are named by their index in mmseg's ``Sequential(conv, bn, relu, conv, bn, relu,
+    conv, bn, relu)``: convs ``'0'``, ``'3'``, ``'6'``, BNs ``'1'``, ``'4'``, ``'7'``.
+    """
+    width: float = 1.0
+    initializer: str = 'xavier'
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        for index, (channels, strides) in enumerate(((32, 2), (32, 1), (64, 1))):
+            x = conv(scaled(channels, self.width), 3, strides=strides, name=str(3 * index),
+                     initializer=self.initializer, dtype=self.dtype)(x)
+            x = nn.relu(batch_norm(train, self.dtype, name=str(3 * index + 1))(x))
+        return x
+
+
 class ResNet(nn.Module):
-    """Returns ``{'aux': layer3, 'out': layer4}``, like torchvision's IntermediateLayerGetter."""
+    """Returns ``{'low': layer1, 'aux': layer3, 'out': layer4}``; ``'aux'`` and ``'out'`` as
+    torchvision's IntermediateLayerGetter names them, ``'low'`` for DeepLabV3+'s decoder."""
     depth: int = 50
     output_stride: int = 32
     width: float = 1.0
     initializer: str = 'xavier'
     dtype: Any = jnp.float32
     remat: bool = False  # recompute each residual block's activations in the backward pass
+    deep_stem: bool = False  # mmseg's ResNetV1c stem instead of torchvision's 7x7 conv
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
@@ -144,8 +171,11 @@ class ResNet(nn.Module):
             # ``train`` (argument 2 counting ``self``) picks BN's mode in Python: static.
             block = nn.remat(block, static_argnums=(2,))
         kw = dict(initializer=self.initializer, dtype=self.dtype)
-        x = conv(scaled(64, self.width), 7, strides=2, name='conv1', **kw)(x)
-        x = nn.relu(batch_norm(train, self.dtype, name='bn1')(x))
+        if self.deep_stem:
+            x = DeepStem(self.width, name='stem', **kw)(x, train)
+        else:
+            x = conv(scaled(64, self.width), 7, strides=2, name='conv1', **kw)(x)
+            x = nn.relu(batch_norm(train, self.dtype, name='bn1')(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         stages = zip(blocks_per_stage, stage_plan(self.output_stride), strict=True)
         layers = []
@@ -153,4 +183,4 @@ class ResNet(nn.Module):
             x = ResLayer(block, scaled(64 * 2**stage, self.width), num_blocks, strides,
                          first_dilation, dilation, name=f'layer{stage + 1}', **kw)(x, train)
             layers.append(x)
-        return {'aux': layers[2], 'out': layers[3]}
+        return {'low': layers[0], 'aux': layers[2], 'out': layers[3]}

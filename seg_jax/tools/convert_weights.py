@@ -1,19 +1,23 @@
-"""Converts a PyTorch state dict (.pth) to .safetensors, for machines without torch.
+"""Converts a PyTorch state dict or mmseg checkpoint (.pth) to .safetensors, for machines
+without torch.
 
     python -m seg_jax.tools.convert_weights IN.pth OUT.safetensors
 
 Run it where torch is installed; the training machine then reads OUT.safetensors with the
 safetensors package alone (``--config.model.pretrained=OUT.safetensors``). The tensors are
 copied unchanged (PyTorch layout and names): seg_jax maps them when it loads them, so the file
-stays usable by any other tool. An existing OUT is never overwritten.
+stays usable by any other tool; an mmsegmentation checkpoint's ``meta`` goes into the header
+(as JSON), so the load report still says what the model was trained on. An existing OUT is
+never overwritten.
 """
 
 import argparse
+import json
 import os
 import sys
 
 from seg_jax.files import write_atomically
-from seg_jax.pretrained import WeightsError, identify, read_state_dict
+from seg_jax.pretrained import WeightsError, family, identify, read_weights
 
 
 def convert(source: str, destination: str) -> str:
@@ -25,10 +29,10 @@ def convert(source: str, destination: str) -> str:
                            'is overwritten).')
     if not destination.endswith('.safetensors'):
         raise WeightsError(f'The output {destination} must end in .safetensors.')
-    state = read_state_dict(source)
+    state, meta = read_weights(source)
     architecture = identify(state)  # refuses a file seg_jax could not load anyway
     metadata = {'source': os.path.basename(source), 'architecture': architecture,
-                'format': 'pt'}
+                'format': 'pt', 'meta': json.dumps(meta, default=str)}
     write_atomically(destination, save(state, metadata=metadata))
     return architecture
 
@@ -36,14 +40,15 @@ def convert(source: str, destination: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog='python -m seg_jax.tools.convert_weights',
                                      description=__doc__.split('\n')[0])
-    parser.add_argument('source', help='A torchvision state dict, .pth or .pt.')
+    parser.add_argument('source', help='A torchvision state dict or an mmsegmentation '
+                        'checkpoint, .pth or .pt.')
     parser.add_argument('destination', help='The .safetensors file to write.')
     args = parser.parse_args(argv)
     try:
         architecture = convert(args.source, args.destination)
     except WeightsError as error:
         sys.exit(f'error: {error}')
-    print(f'Wrote {args.destination}: torchvision {architecture}.')
+    print(f'Wrote {args.destination}: {family(architecture)} {architecture}.')
 
 
 if __name__ == '__main__':
