@@ -72,8 +72,10 @@ workdirs=()
 for name in "${seed_configs[@]}" deeplabv3_r50; do
   if [[ $name == deeplabv3_r50 ]]; then
     config=$repo/configs/deeplabv3_r50.py
-    length=()
-    [[ $scale == small ]] && length=(--config.num_train_steps=370)
+    # From random weights, as the seed configs start here (its recipe otherwise asks for the
+    # ImageNet backbone: README, "Pretrained weights").
+    length=(--config.model.pretrained_required=False)
+    [[ $scale == small ]] && length+=(--config.num_train_steps=370)
   else
     config=$repo/configs/seed/$name.py
     length=()

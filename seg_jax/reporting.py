@@ -41,13 +41,13 @@ HISTORY_FILE = 'history.jsonl'
 CONFIG_FILE = 'config.json'
 # Fields a run may change when it continues in its workdir: its length and reporting cadence,
 # where the data lives, what --mode benchmark times and --mode predict / export write, and whether
-# it skips bad steps or examples (to continue a run that stopped on one). Anything else would mix
-# experiments.
+# it skips bad steps or examples (to continue a run that stopped on one), and whether a fresh start
+# requires pretrained weights (a resumed run has its own). Anything else would mix experiments.
 CHANGEABLE_FIELDS = ('num_train_steps', 'num_epochs', 'log_every_steps', 'eval_every_steps',
                      'checkpoint_every_steps', 'keep_checkpoints', 'allow_config_change',
                      'skip_nonfinite_steps', 'data.skip_bad_examples', 'data.dir',
                      'data.manual_dir', 'data.tfds_dir', 'benchmark', 'predict',
-                     'eval.export_dir')
+                     'eval.export_dir', 'model.pretrained_required')
 # Rows of the confusion matrix: the 19 train ids, then void ground truth (predicted as a class).
 CONFUSION_ROWS: tuple[str, ...] = CLASS_NAMES + ('void',)
 # Prediction panels are shrunk (by an integer stride, so label colours stay exact) to this width.

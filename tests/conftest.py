@@ -26,6 +26,9 @@ import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_NAMES = ('fcn', 'unet', 'unet_aspp', 'resnet_deconv', 'resnet_aspp', 'deeplabv3_r50')
+# mmsegmentation's model-zoo recipes (tests/test_mmseg.py).
+MMSEG_CONFIGS = ('deeplabv3_r50_d8', 'deeplabv3_r101_d8', 'deeplabv3plus_r50_d8',
+                 'deeplabv3plus_r101_d8', 'pspnet_r50_d8', 'pspnet_r101_d8')
 
 
 def load_config(name: str):

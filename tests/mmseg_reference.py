@@ -22,7 +22,6 @@ non-zero biases exercise their placement too.
 """
 
 import collections
-import json
 import pathlib
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+import torch_reference
 
 # ResNet.arch_settings of mmseg's backbones/resnet.py for its Bottleneck depths.
 _RESNET_STAGES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -57,10 +58,6 @@ CITYSCAPES_PALETTE = [
     [153, 153, 153], [250, 170, 30], [220, 220, 0], [107, 142, 35], [152, 251, 152],
     [70, 130, 180], [220, 20, 60], [255, 0, 0], [0, 0, 142], [0, 0, 70], [0, 60, 100],
     [0, 80, 100], [0, 0, 230], [119, 11, 32]]
-
-# The table of every architecture's state-dict shapes, for tests that run without torch
-# (written only by running this file).
-STATE_DICTS_JSON = pathlib.Path(__file__).resolve().parent / 'data' / 'mmseg_state_dicts.json'
 
 
 def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -547,21 +544,13 @@ def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@torch.no_grad()
 def randomize_batch_norm(module: nn.Module, generator: torch.Generator) -> None:
-    """Give every BatchNorm random statistics and affine parameters.
-
-    A fresh BatchNorm (mean 0, variance 1, weight 1, bias 0) is nearly the identity in eval
-    mode and would hide a misplaced or transposed BN; after this, running_var and weight lie
-    in [0.5, 2) and running_mean and bias in [-0.5, 0.5). ``num_batches_tracked`` is set to a
-    plausible non-zero count, as in a trained checkpoint.
-    """
+    """torch_reference's random BatchNorm statistics and affine parameters (a fresh BatchNorm
+    is nearly the identity and would hide a misplaced one), and a plausible non-zero
+    ``num_batches_tracked``, as in a trained checkpoint."""
+    torch_reference.randomize_batch_norm(module, generator)
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            for tensor, low, high in ((m.running_mean, -0.5, 0.5), (m.running_var, 0.5, 2.0),
-                                      (m.weight, 0.5, 2.0), (m.bias, -0.5, 0.5)):
-                values = torch.rand(tensor.shape, generator=generator, dtype=tensor.dtype)
-                tensor.copy_(low + (high - low) * values)
             m.num_batches_tracked.fill_(80000)
 
 
@@ -607,17 +596,3 @@ def save_mmseg_checkpoint(model: nn.Module, path: str | pathlib.Path,
         (key, value.detach().cpu()) for key, value in model.state_dict().items())
     torch.save({'meta': meta, 'state_dict': state_dict}, str(path),
                _use_new_zipfile_serialization=not legacy_format)
-
-
-def main(path: pathlib.Path = STATE_DICTS_JSON) -> None:
-    """Write the state-dict table (``tests/data/mmseg_state_dicts.json``): one architecture a
-    line."""
-    lines = [f'{json.dumps(name)}: {json.dumps(state_dict_shapes(build()), separators=(",", ":"))}'
-             for name, build in ARCHITECTURES.items()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text('{\n' + ',\n'.join(lines) + '\n}\n')
-    print(f'wrote {path}')
-
-
-if __name__ == '__main__':
-    main()

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from conftest import CONFIG_NAMES, REPO, load_config
+from conftest import CONFIG_NAMES, MMSEG_CONFIGS, REPO, load_config
+from seg_jax.summary import model_summary
 
 
 def run_main(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -52,10 +53,13 @@ def test_summary_reports_the_configured_model(summaries, name):
 
 def test_readme_zoo_table_matches_the_summaries(summaries):
     table = readme_zoo()
-    assert set(table) == set(CONFIG_NAMES)
+    assert set(table) == set(CONFIG_NAMES) | set(MMSEG_CONFIGS)
+    # The course's networks through the command line, mmseg's in-process (the same function).
+    in_process = {name: model_summary(load_config(name)) for name in MMSEG_CONFIGS}
     for name, (parameters, gflops) in table.items():
-        assert parameters == summaries[name]['parameters'], name
-        assert gflops == round(summaries[name]['flops_per_image'] / 1e9, 1), name
+        summary = summaries[name] if name in summaries else in_process[name]
+        assert parameters == summary['parameters'], name
+        assert gflops == round(summary['flops_per_image'] / 1e9, 1), name
 
 
 def test_summary_follows_overrides(tmp_path):
@@ -131,10 +135,11 @@ def get_config():
      "--config.num_train_steps=many: invalid literal for int() with base 10: 'many'"),
     ([], "width = 'wide'", 'line 6: field width must be of type float, not str'),
     (['--config.model.name=segformer'], None, "config.model.name='segformer' is not a known "
-     "model; use one of ['deeplabv3', 'fcn', 'fcn_resnet', 'resnet_aspp', 'resnet_deconv', "
-     "'unet', 'unet_aspp']"),
+     "model; use one of ['deeplabv3', 'deeplabv3_mmseg', 'deeplabv3plus', 'fcn', 'fcn_resnet', "
+     "'pspnet', 'resnet_aspp', 'resnet_deconv', 'unet', 'unet_aspp']"),
     (['--config.model.name=resnet_aspp', '--config.model.backbone=resnet152'], None,
-     "config.model.backbone='resnet152' is not known for resnet_aspp; use one of ['resnet101', 'resnet18', 'resnet34', 'resnet50', 'vgg16_bn']"),
+     "config.model.backbone='resnet152' is not known for resnet_aspp; use one of ['resnet101', "
+     "'resnet101_v1c', 'resnet18', 'resnet34', 'resnet50', 'resnet50_v1c', 'vgg16_bn']"),
     (['--config.data.crop_size=(512,)'], None,
      'config.data.crop_size=(512,) must be two positive ints (height, width)'),
 ])

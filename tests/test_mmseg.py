@@ -7,28 +7,31 @@ import json
 import os
 import pickle
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import tiny_config
-from conftest import load_config
+from conftest import MMSEG_CONFIGS, load_config
 from seg_jax import evaluate, parallel, pretrained, train
+from seg_jax.errors import ConfigError
 from seg_jax.models import build_model
 from seg_jax.state import abstract_train_state
 from seg_jax.summary import abstract_variables, count_parameters
 
-MMSEG_CONFIGS = ('deeplabv3_r50_d8', 'deeplabv3_r101_d8', 'deeplabv3plus_r50_d8',
-                 'deeplabv3plus_r101_d8', 'pspnet_r50_d8', 'pspnet_r101_d8')
 # Parameters at 19 classes, auxiliary head included. The R-50 counts are those of mmseg 1.2.2's
 # own modules; the R-101 ones are the reference's, whose R-50 counts match mmseg's.
 PARAMETERS = {'deeplabv3_r50_d8': 68_113_030, 'deeplabv3plus_r50_d8': 43_589_878,
               'pspnet_r50_d8': 48_975_494, 'deeplabv3_r101_d8': 87_105_158,
               'deeplabv3plus_r101_d8': 62_582_006, 'pspnet_r101_d8': 67_967_622}
+# State-dict entries (num_batches_tracked included) of mmseg 1.2.2's R-50 models.
+STATE_DICT_ENTRIES = {'deeplabv3_r50_d8': 376, 'deeplabv3plus_r50_d8': 424,
+                      'pspnet_r50_d8': 370}
 # seg_jax config -> (reference builder name, depth).
-REFERENCE = {'deeplabv3_r50_d8': ('deeplabv3', 50), 'deeplabv3plus_r50_d8': ('deeplabv3plus', 50),
-             'pspnet_r50_d8': ('pspnet', 50)}
+REFERENCE = {'deeplabv3_r50_d8': ('deeplabv3', 50),
+             'deeplabv3plus_r50_d8': ('deeplabv3plus', 50), 'pspnet_r50_d8': ('pspnet', 50)}
 
 
 @pytest.mark.parametrize('name', MMSEG_CONFIGS)
@@ -44,6 +47,14 @@ def reference():
     return mmseg_reference
 
 
+@pytest.mark.parametrize('name', MMSEG_CONFIGS)
+def test_the_reference_has_mmsegmentations_sizes(reference, name):
+    model = reference.ARCHITECTURES[name.replace('_d8', '-d8')]()
+    assert reference.parameter_count(model) == PARAMETERS[name]
+    if name in STATE_DICT_ENTRIES:
+        assert len(reference.state_dict_shapes(model)) == STATE_DICT_ENTRIES[name]
+
+
 def random_reference(reference, build):
     import torch
     torch.manual_seed(0)
@@ -55,13 +66,15 @@ def random_reference(reference, build):
 @pytest.fixture(scope='module')
 def checkpoint_files(reference, tmp_path_factory):
     """config name -> (reference model, path of its random weights as an mmseg checkpoint);
-    DeepLabV3+ in mmseg 1.x's layout, the others in 0.x's (the model zoo's)."""
+    DeepLabV3+ in mmseg 1.x's layout, the others in 0.x's (the model zoo's), PSPNet in
+    PyTorch's pre-1.6 serialisation, as the model zoo's 2020 files may be."""
     folder = tmp_path_factory.mktemp('mmseg_checkpoints')
     files = {}
     for name, (builder, depth) in REFERENCE.items():
         model = random_reference(reference, lambda: reference.SEGMENTORS[builder](depth))
         path = folder / f'{name}_cityscapes.pth'
-        reference.save_mmseg_checkpoint(model, path, mmseg_1x=builder == 'deeplabv3plus')
+        reference.save_mmseg_checkpoint(model, path, mmseg_1x=builder == 'deeplabv3plus',
+                                        legacy_format=builder == 'pspnet')
         files[name] = (model, str(path))
     return files
 
@@ -248,7 +261,8 @@ def test_a_recipe_trains_and_evaluates_at_tiny_width(synthetic_dir, tmp_path):
     assert evals and 0 <= evals[-1]['miou'] <= 1
 
 
-@pytest.mark.parametrize('name', [name for name in MMSEG_CONFIGS if name != 'deeplabv3plus_r50_d8'])
+@pytest.mark.parametrize('name', [name for name in MMSEG_CONFIGS
+                                  if name != 'deeplabv3plus_r50_d8'])
 def test_every_recipe_builds_its_training_step(name, synthetic_dir):
     """The other recipes' training steps, traced abstractly (compiling and running each of
     them costs about a minute on CI's CPU for the R-50 networks, three for the R-101 ones)."""
@@ -263,3 +277,93 @@ def test_every_recipe_builds_its_training_step(name, synthetic_dir):
     assert {'loss', 'main', 'aux', 'learning_rate'} <= set(logged)
     assert jax.tree.map(lambda leaf: leaf.shape, new_state.params) == jax.tree.map(
         lambda leaf: leaf.shape, state.params)
+
+
+def tiny_network(name: str, **model):
+    config = load_config(name).model
+    config.update(dict(width=0.25, **model))
+    return build_model(config)
+
+
+def test_heads_drop_whole_feature_maps_in_training_only():
+    model = tiny_network('pspnet_r50_d8')
+    x = jax.random.normal(jax.random.key(0), (2, 64, 128, 3))
+    variables = model.init(jax.random.key(1), x, train=False)
+    dropped = []
+
+    def record(next_fun, args, kwargs, context):
+        output = next_fun(*args, **kwargs)
+        if isinstance(context.module, nn.Dropout):
+            dropped.append((args[0], output))
+        return output
+
+    with nn.intercept_methods(record):
+        model.apply(variables, x, train=True, mutable=['batch_stats'],
+                    rngs={'dropout': jax.random.key(2)})
+    assert len(dropped) == 2  # decode head and auxiliary head, before each conv_seg
+    for before, after in dropped:
+        zero_maps = np.all(np.asarray(after) == 0, axis=(1, 2))  # (batch, channels)
+        kept = ~zero_maps
+        np.testing.assert_allclose(np.asarray(after)[kept.nonzero()[0], :, :, kept.nonzero()[1]],
+                                   np.asarray(before)[kept.nonzero()[0], :, :, kept.nonzero()[1]]
+                                   / 0.9, rtol=1e-5)
+        assert 0.02 < zero_maps.mean() < 0.25  # ~10% of the maps, each entirely
+    dropped.clear()
+    with nn.intercept_methods(record):
+        model.apply(variables, x, train=False)
+    assert all(np.array_equal(before, after) for before, after in dropped)
+
+
+def test_mmseg_initialisation_statistics():
+    model = tiny_network('deeplabv3plus_r50_d8', init='mmseg')
+    params = model.init(jax.random.key(0), jnp.zeros((1, 64, 128, 3)), train=False)['params']
+    head = params['decode_head']
+    for classifier in (head['conv_seg'], params['auxiliary_head']['conv_seg']):
+        kernel = np.asarray(classifier['kernel'])
+        assert abs(kernel.std() - 0.01) < 0.001 and abs(kernel.mean()) < 0.002
+        assert np.all(np.asarray(classifier['bias']) == 0)
+    # ConvModules: Kaiming normal, fan-out, std sqrt(2 / (k * k * out)), untruncated.
+    for path in (('bottleneck', 'conv'), ('sep_bottleneck', '0', 'depthwise_conv', 'conv'),
+                 ('aspp_modules', '0', 'conv')):
+        node = head
+        for key in path:
+            node = node[key]
+        kernel = np.asarray(node['kernel'])
+        expected = np.sqrt(2.0 / (kernel.shape[0] * kernel.shape[1] * kernel.shape[-1]))
+        assert abs(kernel.std() / expected - 1) < 0.05, path
+        assert np.abs(kernel).max() > 2.5 * expected  # not truncated at 2 std
+    stem = np.asarray(params['backbone']['stem']['0']['kernel'])
+    assert abs(stem.std() / np.sqrt(2.0 / (9 * stem.shape[-1])) - 1) < 0.2
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(backbone='vgg16_bn'), "does not fit deeplabv3plus: its heads need a ResNet"),
+    (dict(dual_aspp=True), 'only resnet_aspp has a layer3 ASPP'),
+    (dict(aspp_dropout=0.5), "mmsegmentation's heads have their own fixed Dropout2d"),
+])
+def test_fields_the_mmseg_networks_cannot_honour_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_network('deeplabv3plus_r50_d8', **overrides)
+
+
+def test_mmseg_initialisation_belongs_to_mmsegs_networks():
+    config = load_config('resnet_aspp').model
+    config.init = 'mmseg'
+    with pytest.raises(ConfigError, match="'mmseg' is the initialisation of mmsegmentation"):
+        build_model(config)
+
+
+def test_a_run_written_before_these_fields_existed_still_continues(tmp_path):
+    """A deeplabv3_r50 workdir from before the recipe options (its config.json lacks them, and
+    its config file did not yet ask for ImageNet weights) resumes with today's config file."""
+    from seg_jax import reporting
+    config = load_config('deeplabv3_r50')
+    stored = reporting.resolved_config(config)
+    del stored['model']['pretrained_required'], stored['schedule']['end_value']
+    del stored['loss']['normalizer'], stored['data']['photometric_style']
+    del stored['data']['cat_max_ratio']
+    (tmp_path / 'config.json').write_text(json.dumps(stored))
+    assert reporting.config_changes(str(tmp_path), config) == []
+    # ...while a real change of the recipe is still refused.
+    config.loss.normalizer = 'all'
+    assert reporting.config_changes(str(tmp_path), config) == ["loss.normalizer: 'valid' -> 'all'"]
