@@ -4,8 +4,9 @@
 # from the TPU VM's metadata: no coordinator flags needed.
 #
 #   launch/tpu_vm.sh TPU_NAME ZONE [seg_jax.main flags...]
-#   launch/tpu_vm.sh my-v4-32 us-central2-b --config configs/deeplabv3_r50.py \
-#       --workdir /mnt/shared/runs/deeplabv3 --config.data.manual_dir=/mnt/shared/cityscapes
+#   launch/tpu_vm.sh my-v4-32 us-central2-b --config configs/deeplabv3_r50_d8.py \
+#       --workdir /mnt/shared/runs/deeplabv3 --config.data.manual_dir=/mnt/shared/cityscapes \
+#       --config.model.pretrained=/mnt/shared/weights/resnet50_v1c-2cccc1ad.pth
 #
 # Environment:
 #   PROJECT     gcloud project (default: gcloud's configured one)

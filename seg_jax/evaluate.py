@@ -59,11 +59,11 @@ class Evaluator:
         self.step = make_eval_step(model, mesh, self.settings)
 
     def evaluate(self, state, split: str, reporter: reporting.Reporter, step: int,
-                 exporter: Exporter | None = None, weights: dict | None = None) -> dict:
-        """Metrics of ``split`` of ``state`` (anything with ``params`` and ``batch_stats``);
-        every process must call it (the batches span all of them). With an ``exporter``, each
-        process also writes its images' predictions; ``weights`` says where the variables come
-        from, for the record (``Weights.record``)."""
+                 exporter: Exporter | None = None, weights_record: dict | None = None) -> dict:
+        """Metrics of ``split`` of ``state`` (a TrainState, or anything with ``params`` and
+        ``batch_stats`` such as ``Weights``); every process must call it (the batches span all
+        of them). With an ``exporter``, each process also writes its images' predictions;
+        ``weights_record`` says where the variables come from (``Weights.record``)."""
         start = time.perf_counter()
         variables = {'params': state.params, 'batch_stats': state.batch_stats}
         confusion, loss_sum, valid, images, sample = None, 0.0, 0, 0, None
@@ -84,8 +84,8 @@ class Evaluator:
         results['loss'] = loss_sum / max(valid, 1)
         results['num_images'] = images
         results['inference'] = dataclasses.asdict(self.settings)  # how it was inferred
-        if weights is not None:
-            results['weights'] = weights
+        if weights_record is not None:
+            results['weights'] = weights_record
         results['seconds'] = time.perf_counter() - start
         table = reporter.log_eval(step, split, results, confusion)
         reporter.save_predictions(step, *sample)

@@ -6,8 +6,8 @@ shape, and runs sharded over the batch like training). It returns per-pixel clas
 log-probabilities at the input size; their argmax is the prediction.
 
 * Whole image (default): the model on the image, padded at the bottom and right to a multiple
-  of the network's output stride (the networks need one) and cropped back; no padding for
-  Cityscapes' 1024x2048.
+  of the network's output stride (the networks need one; mmsegmentation's take any size and
+  are not padded) and cropped back; no padding for Cityscapes' 1024x2048.
 * Sliding window (``config.eval.window``, ``config.eval.stride``): windows every ``stride``
   pixels, the last one in each direction flush with the image's edge, as mmsegmentation's
   ``slide_inference``; where windows overlap their logits are averaged.
@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 
 from seg_jax.errors import ConfigError
+from seg_jax.models import input_multiple
 from seg_jax.models.layers import resize_bilinear
 
 
@@ -78,9 +79,10 @@ def inference_settings(config: ml_collections.ConfigDict) -> InferenceSettings:
 
 def _padded_logits(model: nn.Module, variables, images: jax.Array) -> jax.Array:
     """The model's float32 logits for ``images`` of any size: padded with zeros (the mean, after
-    normalisation) at the bottom and right up to the output stride, then cropped back."""
+    normalisation) at the bottom and right up to the size the network needs, then cropped
+    back."""
     height, width = images.shape[1:3]
-    multiple = model.output_stride  # every network needs its input's sides multiples of it
+    multiple = input_multiple(model)
     pad_h, pad_w = -height % multiple, -width % multiple
     if pad_h or pad_w:
         images = jnp.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))

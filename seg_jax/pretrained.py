@@ -67,10 +67,10 @@ CONFIG_FILES = {'deeplabv3_resnet50': 'configs/deeplabv3_r50.py',
                 **{name: f'configs/{name.replace("-", "_")}.py' for name in SEGMENTATION
                    if name.endswith('-d8')}}
 # mmseg's decode heads, by a key only that head's state dict has -> its name in mmseg configs.
-MMSEG_HEADS = {'decode_head.aspp_modules.1.depthwise_conv.conv.weight': 'deeplabv3plus',
+MMSEG_HEAD_KEYS = {'decode_head.aspp_modules.1.depthwise_conv.conv.weight': 'deeplabv3plus',
                'decode_head.image_pool.1.conv.weight': 'deeplabv3',
                'decode_head.psp_modules.0.1.conv.weight': 'pspnet'}
-# Blocks per stage of mmseg's ResNet-50/101, the depth its config names use.
+# seg_jax's ResNet depth -> how mmseg's config names spell it.
 MMSEG_DEPTHS = {'resnet50': 'r50', 'resnet101': 'r101'}
 # ResNet blocks per stage, and whether its blocks are bottlenecks.
 RESNET_STAGES = {(2, 2, 2, 2, False): 'resnet18', (3, 4, 6, 3, False): 'resnet34',
@@ -100,9 +100,9 @@ IMAGENET_FILES = {
         'https://download.openmmlab.com/pretrain/third_party/resnet101_v1c-e67eebb6.pth',
 }
 # What a weights-only unpickle may build besides tensors and containers: numpy scalars, which
-# mmseg's ``meta`` (e.g. a best score in ``hook_msgs``) can hold.
-NUMPY_SCALAR_GLOBALS = ('numpy.core.multiarray.scalar', 'numpy._core.multiarray.scalar',
-                        'numpy.dtype')
+# mmseg's ``meta`` (e.g. a best score in ``hook_msgs``) can hold, under the names numpy 1 (which
+# wrote the model zoo's files) and numpy 2 pickle them with.
+NUMPY_SCALAR_NAMES = ('numpy.core.multiarray.scalar', 'numpy._core.multiarray.scalar')
 
 
 class WeightsError(SegJaxError):
@@ -116,18 +116,11 @@ class WeightsFile(NamedTuple):
 
 
 def _numpy_safe_globals() -> list:
-    """The numpy scalar constructors of NUMPY_SCALAR_GLOBALS (and every numpy dtype class),
-    for ``torch.serialization.safe_globals``."""
-    import importlib
-    found = []
-    for qualified in NUMPY_SCALAR_GLOBALS:
-        module, name = qualified.rsplit('.', 1)
-        try:
-            found.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):  # numpy 1 or 2 spells the module differently
-            continue
-    found.extend(type(np.dtype(code)) for code in np.typecodes['All'] if code not in 'MmOV')
-    return found
+    """numpy's scalar constructor under each name of NUMPY_SCALAR_NAMES, ``numpy.dtype`` and
+    every numpy dtype class, for ``torch.serialization.safe_globals``."""
+    scalar = np._core.multiarray.scalar
+    return [*((scalar, name) for name in NUMPY_SCALAR_NAMES), np.dtype,
+            *(type(np.dtype(code)) for code in np.typecodes['All'] if code not in 'MmOV')]
 
 
 def _load_pickle(path: str) -> Any:
@@ -182,11 +175,16 @@ def read_weights(path: str) -> WeightsFile:
         raise WeightsError(f'No weights file at {path}. {HOW_TO_GET}')
     extension = os.path.splitext(path)[1].lower()
     if extension == '.safetensors':
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
         from safetensors.numpy import load_file
-        with safe_open(path, 'np') as header:
-            meta = json.loads((header.metadata() or {}).get('meta', '{}'))
-        return WeightsFile(load_file(path), meta)
+        try:
+            with safe_open(path, 'np') as header:
+                meta = json.loads((header.metadata() or {}).get('meta', '{}'))
+            state = load_file(path)
+        except (SafetensorError, OSError, ValueError) as error:  # ValueError: a header not JSON
+            raise WeightsError(f'{path} is not a readable .safetensors file ({error}); convert '
+                               'or download it again.') from None
+        return WeightsFile(state, meta if isinstance(meta, dict) else {})
     if extension not in ('.pth', '.pt'):
         raise WeightsError(f'{path}: pretrained weights must be a .safetensors or .pth file '
                            '(a torchvision state dict or an mmsegmentation checkpoint); got '
@@ -238,7 +236,7 @@ def identify(state: Mapping[str, np.ndarray]) -> str:
 
 def _mmseg_architecture(state: Mapping[str, np.ndarray], backbone: str) -> str:
     """The mmseg config name (e.g. ``pspnet_r50-d8``) of a whole mmseg state dict."""
-    head = next((name for key, name in MMSEG_HEADS.items() if key in state), None)
+    head = next((name for key, name in MMSEG_HEAD_KEYS.items() if key in state), None)
     depth = backbone.removesuffix('_v1c')
     if head is None or not backbone.endswith('_v1c'):
         heads = sorted({key.split('.')[1] for key in state if key.startswith('decode_head.')})
@@ -294,13 +292,13 @@ class LoadReport:
     loaded: list[str] = dataclasses.field(default_factory=list)  # model variables
     fresh: dict[str, str] = dataclasses.field(default_factory=dict)  # variable -> why
     ignored: dict[str, str] = dataclasses.field(default_factory=dict)  # file tensor -> why
-    about: str | None = None  # what the file's meta says of its training, if anything
+    meta_summary: str | None = None  # what the file's meta says of its training, if anything
 
     def summary(self) -> str:
         lines = [f'Pretrained {family(self.architecture)} {self.architecture} from '
                  f'{self.source}: loaded {len(self.loaded)} variables.']
-        if self.about:
-            lines.append(self.about)
+        if self.meta_summary:
+            lines.append(self.meta_summary)
         for title, entries in (('Ignored tensors of the file', self.ignored),
                                ('Freshly initialised variables', self.fresh)):
             by_reason: dict[str, list[str]] = {}
@@ -442,7 +440,7 @@ def load_pretrained(variables: Mapping[str, Any], model: ml_collections.ConfigDi
     check_fits_config(architecture, model)
     loaded, report = map_state_dict(variables, state, architecture,
                                     os.path.basename(model.pretrained))
-    report.about = describe_meta(meta)
+    report.meta_summary = describe_meta(meta)
     return loaded, report
 
 

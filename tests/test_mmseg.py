@@ -5,7 +5,7 @@ checkpoint without training, and the recipe configs training on the synthetic Ci
 
 import json
 import os
-import pickle
+import pathlib
 
 import flax.linen as nn
 import jax
@@ -16,6 +16,7 @@ import pytest
 import tiny_config
 from conftest import MMSEG_CONFIGS, load_config
 from seg_jax import evaluate, parallel, pretrained, train
+from seg_jax.data.cityscapes import open_split
 from seg_jax.errors import ConfigError
 from seg_jax.models import build_model
 from seg_jax.state import abstract_train_state
@@ -168,12 +169,19 @@ def test_a_file_that_would_run_code_is_refused_without_running_it(reference, tmp
             'runs code')):
         pretrained.read_weights(str(path))
     assert not marker.exists()
-    # A numpy scalar in the meta (as mmseg's hook messages may hold) is read.
+    # A numpy scalar in the meta (as mmseg's hook messages may hold) is read, pickled by numpy 2
+    # or, as the model zoo's files were, by numpy 1 (numpy.core, not numpy._core).
     torch.save({'meta': {'best_score': np.float64(0.79), 'iter': 80000},
-                'state_dict': model.state_dict()}, path)
-    weights = pretrained.read_weights(str(path))
-    assert weights.meta['iter'] == 80000 and len(weights.state) == len(model.state_dict())
-    assert pickle.loads(pickle.dumps(weights.meta['best_score'])) == 0.79
+                'state_dict': model.state_dict()}, path, _use_new_zipfile_serialization=False)
+    numpy2 = path.read_bytes()
+    assert b'numpy._core.multiarray' in numpy2
+    numpy1 = tmp_path / 'numpy1.pth'
+    numpy1.write_bytes(numpy2.replace(b'numpy._core.multiarray', b'numpy.core.multiarray'))
+    for written in (path, numpy1):
+        weights = pretrained.read_weights(str(written))
+        assert weights.meta['iter'] == 80000 and len(weights.state) == len(model.state_dict())
+        score = weights.meta['best_score']
+        assert type(score) is np.float64 and score == 0.79
 
 
 def test_converted_checkpoints_keep_their_meta(checkpoint_files, tmp_path):
@@ -220,6 +228,22 @@ def test_evaluating_a_downloaded_checkpoint_needs_no_training(checkpoint_files, 
     record = json.loads((workdir / 'eval' / 'validation_0.json').read_text())
     assert record['weights']['source'] == 'pretrained' and record['miou'] == results['miou']
     assert not (workdir / 'checkpoints').exists()
+
+
+def test_predicting_with_a_downloaded_checkpoint_needs_no_training(checkpoint_files,
+                                                                   synthetic_dir, tmp_path,
+                                                                   capsys):
+    from seg_jax import predict
+    _, path = checkpoint_files['pspnet_r50_d8']
+    config = tiny_recipe('pspnet_r50_d8', synthetic_dir, pretrained=path)
+    open_split(config.data, 'validation')  # generates the synthetic data if no test has yet
+    image = sorted(pathlib.Path(synthetic_dir).glob('leftImg8bit/val/*/*.png'))[0]
+    config.predict.input, config.predict.output = str(image), str(tmp_path / 'out')
+    assert predict.predict(config, str(tmp_path / 'zoo')) == 1
+    assert f'the pretrained file {path} (config.model.pretrained)' in capsys.readouterr().out
+    stem = image.name[:-len('.png')]
+    assert all((tmp_path / 'out' / f'{stem}{suffix}').is_file()
+               for suffix in predict.OUTPUT_SUFFIXES)
 
 
 def test_evaluating_weights_that_leave_the_head_random_is_refused(reference, synthetic_dir,
@@ -367,3 +391,21 @@ def test_a_run_written_before_these_fields_existed_still_continues(tmp_path):
     # ...while a real change of the recipe is still refused.
     config.loss.normalizer = 'all'
     assert reporting.config_changes(str(tmp_path), config) == ["loss.normalizer: 'valid' -> 'all'"]
+
+
+def test_mmseg_networks_are_inferred_at_any_size_without_padding():
+    from seg_jax import inference
+    model = tiny_network('pspnet_r50_d8')
+    x = jax.random.normal(jax.random.key(0), (1, 97, 161, 3))
+    variables = model.init(jax.random.key(1), x, train=False)
+    ours = inference.log_probabilities(model, variables, x, inference.InferenceSettings())
+    direct = jax.nn.log_softmax(model.apply(variables, x, train=False)['out'], axis=-1)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(direct), atol=1e-6)
+
+
+def test_a_workdir_checkpoint_comes_before_the_pretrained_file(trained_run, tmp_path):
+    config, workdir = trained_run
+    config = config.copy_and_resolve_references()
+    config.model.pretrained = str(tmp_path / 'never_read.pth')  # does not exist
+    weights = evaluate.weights_for_inference(config, workdir, parallel.data_mesh())
+    assert weights.source == 'checkpoint' and weights.step == config.num_train_steps

@@ -176,6 +176,12 @@ MODELS: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {
 }
 
 
+def input_multiple(model: nn.Module) -> int:
+    """What the sides of ``model``'s input must be multiples of: its output stride, except for
+    mmsegmentation's networks, which take any size (as mmseg's do, padding nothing)."""
+    return 1 if isinstance(model, EncoderDecoder) else model.output_stride
+
+
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     """Builds the network that ``config`` (the ``config.model`` section) describes."""
     if config.name not in MODELS:

@@ -21,15 +21,16 @@ from seg_jax.errors import ConfigError, ShapeError
 Dtype = Any
 Initializer = Callable[..., jax.Array]
 
+# Kaiming normal on fan-out (not truncated, as PyTorch's kaiming_normal_).
+_KAIMING = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 INITIALIZERS: dict[str, Initializer] = {
     # Glorot/Xavier uniform, as the course project: Var = 2 / (fan_in + fan_out).
     'xavier': nn.initializers.xavier_uniform(),
-    # Kaiming normal on fan-out (not truncated, as PyTorch's kaiming_normal_), as torchvision
-    # initialises its ResNets and DeepLab heads.
-    'kaiming': nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
-    # mmsegmentation's: the same Kaiming normal for every conv, and N(0, 0.01) for its heads'
-    # classifiers (CLASSIFIER_INITIALIZERS).
-    'mmseg': nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
+    # As torchvision initialises its ResNets and DeepLab heads.
+    'kaiming': _KAIMING,
+    # mmsegmentation's: Kaiming for every conv, and N(0, 0.01) for its heads' classifiers
+    # (CLASSIFIER_INITIALIZERS).
+    'mmseg': _KAIMING,
 }
 # Initialisers that treat a network's last, class-scoring conv apart from the others.
 CLASSIFIER_INITIALIZERS: dict[str, Initializer] = {'mmseg': nn.initializers.normal(0.01)}
