@@ -368,3 +368,25 @@ def test_bad_shapes_and_eval_scale_raise():
         augment.eval_transform(random_image()[..., :1], position_label())
     with pytest.raises(ConfigError, match='config.data.eval_scale'):
         augment.eval_transform(random_image(), position_label(), scale=0.0)
+
+
+# (image sum, sum of squares, void pixels, sum of labels) of three crops drawn by seg_jax before
+# crop balancing and the mmseg distortion existed (commit a4bba20), with the default jitter.
+EARLIER_CROPS = {0: (2522.15, 12007.079, 0, 73661), 1: (14651.364, 36416.665, 0, 73844),
+                 2: (12912.923, 34123.282, 0, 73334)}
+
+
+def test_default_augmentation_replays_what_earlier_versions_drew():
+    """A run resumed by today's code must read the augmented crops it read before."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (96, 160, 3), dtype=np.uint8)
+    label = rng.integers(0, 19, (96, 160)).astype(np.uint8)
+    for seed, (total, squares, void, label_sum) in EARLIER_CROPS.items():
+        crop, crop_label = augment.train_transform(
+            image, label, tf.constant([seed, 7]), crop_size=(64, 128), scale_range=(0.5, 2.0),
+            rotation_degrees=3.0, flip=True, photometric=0.3)
+        crop, crop_label = crop.numpy().astype(np.float64), crop_label.numpy()
+        assert crop.sum() == pytest.approx(total, rel=1e-5, abs=0.01)
+        assert (crop ** 2).sum() == pytest.approx(squares, rel=1e-6)
+        assert int((crop_label == 255).sum()) == void
+        assert int(crop_label[crop_label != 255].sum()) == label_sum
