@@ -1,6 +1,6 @@
 """Defaults every config starts from: ``get_config()`` returns a locked ConfigDict.
 
-The training fields are the standard Cityscapes recipe (SPEC section 7: SGD 0.01, momentum 0.9,
+The training fields are the standard Cityscapes recipe (SGD 0.01, momentum 0.9,
 weight decay 5e-4, poly 0.9, 80k steps of 8 crops of 512x1024, rescale [0.5, 2], flip,
 photometric jitter); the course's settings live in configs/seed/.
 

@@ -1,4 +1,4 @@
-"""FCN baseline (SPEC 3.1): five stride-2 convs, five transposed convs, no skips."""
+"""The course's FCN baseline: five stride-2 convs, five transposed convs, no skips."""
 
 from ml_collections import config_dict
 

@@ -1,4 +1,4 @@
-"""ResNet-50 + ASPP (SPEC 3.5), the course's best: dilated to output stride 8, ASPPs on layer4
+"""ResNet-50 + ASPP, the course's best: dilated to output stride 8, ASPPs on layer4
 and layer3 with logits summed. Override --config.model.output_stride=16 or 32 (rates follow)."""
 
 from configs import default

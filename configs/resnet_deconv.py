@@ -1,4 +1,4 @@
-"""ResNet-50 encoder (output stride 32) + five-transposed-conv decoder (SPEC 3.3)."""
+"""ResNet-50 encoder (output stride 32) + five-transposed-conv decoder, as the course built it."""
 
 from configs import default
 

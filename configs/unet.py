@@ -1,4 +1,4 @@
-"""Modified U-Net (SPEC 3.2), trained from scratch."""
+"""The course's modified U-Net, trained from scratch."""
 
 from ml_collections import config_dict
 

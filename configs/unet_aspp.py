@@ -1,4 +1,4 @@
-"""U-Net + ASPP (SPEC 3.6): the last two decoder fuses are ASPPs, the last one the classifier."""
+"""The course's U-Net + ASPP: the last two decoder fuses are ASPPs, the last one the classifier."""
 
 from ml_collections import config_dict
 

@@ -5,7 +5,7 @@
 For each run (a ``--workdir``) it reads ``config.json``, ``history.jsonl`` and the chosen
 evaluation (``eval/<split>_<step>.json``: the best by mIoU, or the latest), and writes
 
-* ``DIR/results.md``: the course's table (SPEC section 8: building, traffic sign, person, car,
+* ``DIR/results.md``: the course's table (building, traffic sign, person, car,
   bicycle, mIoU, pixel accuracy) in the official IoU and in the course's stricter seed IoU,
   and a cost table (parameters, forward GFLOPs per image at the training crop, training
   images/s, training and evaluation wall time);
@@ -39,7 +39,7 @@ from seg_jax.files import write_atomically
 from seg_jax.models import build_model
 from seg_jax.summary import model_summary
 
-COURSE_COLUMNS = ('building', 'sign', 'person', 'car', 'bicycle')  # SPEC section 8's headers
+COURSE_COLUMNS = ('building', 'sign', 'person', 'car', 'bicycle')  # the course table's headers
 
 
 def eval_records(run: str, split: str) -> list[dict[str, Any]]:

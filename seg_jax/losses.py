@@ -1,4 +1,4 @@
-"""Segmentation losses (SPEC 5): pure functions of logits, labels and a loss config.
+"""Segmentation losses: pure functions of logits, labels and a loss config.
 
 Logits are NHWC ``(N, H, W, C)``; labels are ``(N, H, W)`` train ids ``0..C-1`` or
 ``IGNORE_LABEL`` (255, void). Void pixels enter no sum and no count, so a batch that is void

@@ -2,7 +2,8 @@
 
 The device counts a batch into a small int32 matrix with plain ``jax.numpy`` ops, so it runs
 inside the jit-compiled eval step on sharded global arrays; the host adds those matrices into an
-int64 total over the whole split and derives every metric from the total (SPEC section 6).
+int64 total over the whole split and derives every metric from the total (the official Cityscapes
+definitions, plus the course's stricter seed IoU).
 
 The matrix has ``num_classes + 1`` rows and ``num_classes`` columns: entry ``[g, p]`` counts pixels
 with ground-truth train id ``g`` predicted as ``p``; the extra last row counts void pixels by

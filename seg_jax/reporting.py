@@ -137,7 +137,7 @@ def _percent(value: float) -> str:
 
 def format_class_table(metrics: Mapping[str, Any]) -> str:
     """Every class's IoU (official and the course's stricter seed IoU, in %), then the course
-    results-table row (SPEC 8): the five classes it singles out beside mIoU and pixel accuracy.
+    results-table row: the five classes it singles out beside mIoU and pixel accuracy.
 
     Classes absent from both ground truth and prediction have NaN IoU and show as '-'.
     """

@@ -32,7 +32,7 @@ def test_names_palette_and_course_classes():
     for train_id, name in enumerate(labels.CLASS_NAMES):
         assert tuple(labels.PALETTE[train_id]) == cityscapes.name2label[name].color
     assert tuple(labels.PALETTE[255]) == (0, 0, 0)
-    # building 11/2, traffic sign 20/7, person 24/11, car 26/13, bicycle 33/18 (SPEC section 2)
+    # building 11/2, traffic sign 20/7, person 24/11, car 26/13, bicycle 33/18
     assert labels.COURSE_CLASS_IDS == (2, 7, 11, 13, 18)
     assert [labels.TRAIN_ID_TO_LABEL_ID[i] for i in labels.COURSE_CLASS_IDS] == [11, 20, 24, 26, 33]
     assert labels.LABEL_IDS['road'] == 7 and labels.LABEL_IDS['ego vehicle'] == 1

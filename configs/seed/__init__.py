@@ -1,1 +1,2 @@
-"""One config per row of the course project's results table (SPEC section 8)."""
+"""One config per row of the course project's results table: FCN, ResNet + deconv, U-Net,
+U-Net + ASPP, ResNet + ASPP, FCN + dice, FCN + weighted CE, FCN + augmentation."""

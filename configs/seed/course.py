@@ -1,4 +1,4 @@
-"""The course project's training settings (SPEC section 8), applied to a zoo config.
+"""The course project's training settings, applied to a zoo config.
 
 Adam without weight decay, learning rate x0.2 every 10 epochs, 100 epochs, Xavier init, random
 crops only (the "+ augmentation" row adds flip, rotation and rescaling).
@@ -33,7 +33,7 @@ def course_config(network: str, *, batch_size: int, crop_size: tuple[int, int],
 
 
 def with_course_augmentation(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Flip p=0.5, rotation in [-3, 3] degrees, rescale in [0.8, 1.2] (SPEC section 4)."""
+    """Flip p=0.5, rotation in [-3, 3] degrees, rescale in [0.8, 1.2], the course's augmentation."""
     config.data.flip = True
     config.data.rotation_degrees = 3.0
     config.data.scale_range = (0.8, 1.2)

@@ -1,5 +1,5 @@
-"""Atrous spatial pyramid pooling: the course element (SPEC 3.4) and DeepLabv3's (3.7), and
-the course's best network, a backbone with ASPP as its classifier (3.5).
+"""Atrous spatial pyramid pooling: the course element and DeepLabv3's, and
+the course's best network, a backbone with ASPP as its classifier.
 
 Both are five parallel branches (1x1, three dilated 3x3, image pooling) concatenated and
 projected by a 1x1 conv; they differ only in options, so one module serves both. Children are

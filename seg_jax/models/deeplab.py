@@ -1,4 +1,4 @@
-"""DeepLabv3 (SPEC 3.7) and torchvision's FCN: dilated backbone -> head, auxiliary FCN head.
+"""DeepLabv3 and torchvision's FCN: dilated backbone -> head, auxiliary FCN head.
 
 Mirrors torchvision's ``segmentation/deeplabv3.py`` and ``segmentation/fcn.py`` module for module
 and name for name (``backbone``, ``classifier/0/convs/...``, ``classifier/1``,
@@ -55,7 +55,7 @@ HEADS = ('deeplabv3', 'fcn')
 class DeepLabV3(nn.Module):
     """``{'out': logits}``, plus ``'aux'`` logits from layer3 in training mode when enabled.
 
-    ``head='deeplabv3'``: the ASPP head with 256 channels (the 0.65-TFLOP variant of SPEC 8;
+    ``head='deeplabv3'``: the ASPP head with 256 channels (about 0.65 TFLOP forward per 512x1024 crop;
     mmsegmentation's 512-ch head is the 1.1-TFLOP one). ``head='fcn'``: torchvision's
     ``fcn_resnet50/101``, an FCN head (conv3x3 to C/4 channels) on the same dilated backbone.
     Logits are upsampled bilinearly (align_corners=False), as torchvision does.

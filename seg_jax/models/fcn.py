@@ -1,4 +1,4 @@
-"""The course's FCN baseline (SPEC 3.1) and ResNet encoder + transposed-conv decoder (3.3).
+"""The course's FCN baseline and ResNet encoder + transposed-conv decoder.
 
 Both are an encoder at output stride 32 followed by the same decoder, five 3x3 stride-2
 transposed convs (each exactly doubles the size) without skip connections, so both are one

@@ -1,4 +1,4 @@
-"""The course's modified U-Net (SPEC 3.2) and its ASPP variant (3.6), one module.
+"""The course's modified U-Net and its ASPP variant, one module.
 
 Encoder: five stages at 64..1024 channels, each after the first preceded by a 2x2 max-pool.
 Decoder, four times: bilinear x2 (align_corners=True) -> conv3x3 C->C/2 -> BN -> ReLU, concat
