@@ -113,7 +113,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.stride = placeholder(tuple)
     config.eval.scales = (1.0,)  # e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) with flip: the MS+flip protocol
     config.eval.flip = False
-    # --mode eval writes the official label-id PNGs of config.eval.split here (seg_jax/export.py)
+    # --mode eval writes the official label-id PNGs of config.eval.split here (seg_jax/cityscapes_export.py)
     config.eval.export_dir = placeholder(str)
 
     # --mode predict (seg_jax/predict.py): segments images of any size with the restored model,

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from seg_jax import evaluate, inference, parallel, train
+from seg_jax import config_checks, evaluate, health, inference, parallel, train
 from seg_jax.data import pipeline
 from seg_jax.data.labels import NUM_CLASSES
 from seg_jax.models import COMPUTE_DTYPES
@@ -102,17 +102,17 @@ def benchmark_train_step(config: ml_collections.ConfigDict, setup: train.Trainin
     state = create_train_state(setup.model, setup.tx, crop, config.seed, mesh)
     step = train.make_train_step(config.loss, setup.class_weights, setup.schedule, config.seed)
     batch = _random_batch(config.global_batch_size, crop, mesh, with_mask=False)
-    health = train.initial_health(mesh)
+    record = health.initial(mesh)
     start = time.perf_counter()
-    lowered = step.lower(state, batch, health)
+    lowered = step.lower(state, batch, record)
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
     flops = float(lowered.cost_analysis()['flops'])  # the whole global batch, before sharding
     memory = compiled.memory_analysis()
 
     def one_step():
-        nonlocal state, health
-        state, logged, health = compiled(state, batch, health)
+        nonlocal state, record
+        state, logged, record = compiled(state, batch, record)
         return state, logged
 
     _timed(one_step, config.benchmark.warmup_steps)
@@ -135,7 +135,7 @@ def benchmark_eval(config: ml_collections.ConfigDict, model, state, mesh) -> dic
     the benchmark size."""
     size = tuple(config.benchmark.eval_size)
     settings = inference.inference_settings(config.eval)
-    step = evaluate.make_eval_step(model, mesh, settings)
+    step = inference.make_predict_fn(model, settings, mesh, evaluate.eval_totals)
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     batch = _random_batch(config.eval.batch_size, size, mesh, with_mask=True)
     start = time.perf_counter()
@@ -170,8 +170,7 @@ def benchmark_input(config: ml_collections.ConfigDict, step_images_per_s: float
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str | None) -> None:
     """``--mode benchmark``: every measurement of the module docstring, printed as it is made."""
     del workdir  # nothing is written
-    parallel.check_batch_size(config.global_batch_size, 'config.global_batch_size')
-    parallel.check_batch_size(config.eval.batch_size, 'config.eval.batch_size')
+    config_checks.check_config(config, 'benchmark')
     mesh = parallel.data_mesh()
     common = {'device_kind': jax.devices()[0].device_kind, 'platform': jax.default_backend(),
               'device_count': jax.device_count(), 'process_count': jax.process_count(),

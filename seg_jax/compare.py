@@ -31,13 +31,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from seg_jax import evaluate, inference, parallel, reporting
+from seg_jax import figures, inference, parallel, restore
 from seg_jax.data import pipeline
 from seg_jax.data.labels import COURSE_CLASSES
 from seg_jax.errors import ConfigError, SegJaxError
 from seg_jax.files import write_atomically
-from seg_jax.models import build_model
+from seg_jax.history import HISTORY_FILE, read_history
 from seg_jax.summary import model_summary
+from seg_jax.tables import percent
+from seg_jax.workdir import json_safe, stored_config, with_defaults
 
 COURSE_COLUMNS = ('building', 'sign', 'person', 'car', 'bicycle')  # the course table's headers
 
@@ -67,11 +69,11 @@ class Run:
     def __init__(self, directory: str, which: str, split: str):
         self.directory = os.path.normpath(directory)
         self.name = os.path.basename(self.directory)
-        self.config = reporting.stored_config(directory)
+        self.config = stored_config(directory)
         if self.config is None:
             raise ConfigError(f'{directory} is not a seg_jax run: it has no config.json. Pass '
                               'the --workdir of a training run.')
-        self.history = reporting.read_history(os.path.join(directory, reporting.HISTORY_FILE))
+        self.history = read_history(os.path.join(directory, HISTORY_FILE))
         records = eval_records(directory, split)
         self.eval = None
         if records:
@@ -85,7 +87,7 @@ class Run:
     @property
     def config_dict(self) -> ml_collections.ConfigDict:
         """The run's config on today's defaults (a run of an older version builds too)."""
-        return reporting.with_defaults(self.config)
+        return with_defaults(self.config)
 
     @property
     def num_classes(self) -> int:
@@ -150,10 +152,6 @@ def run_row(run: Run) -> dict[str, Any]:
     }
 
 
-def _percent(value: float | None) -> str:
-    return '-' if value is None or not math.isfinite(value) else f'{100 * value:.1f}'
-
-
 def _minutes(seconds: float | None) -> str:
     return '-' if seconds is None else f'{seconds / 60:.1f}'
 
@@ -169,10 +167,10 @@ def results_markdown(rows: list[dict[str, Any]], skipped: list[str], which: str)
                               'false positives', 'seed_iou', 'seed_miou')):
         lines += [f'## {title}', '', header, rule]
         for row in rows:
-            cells = [_percent(row[key][name]) for name in COURSE_CLASSES]
+            cells = [percent(row[key][name]) for name in COURSE_CLASSES]
             lines.append(f'| {row["run"]} | {row["model"]} | {row["loss"]} | '
-                         + ' | '.join(cells) + f' | {_percent(row[mean])} | '
-                         f'{_percent(row["pixel_accuracy"])} |')
+                         + ' | '.join(cells) + f' | {percent(row[mean])} | '
+                         f'{percent(row["pixel_accuracy"])} |')
         lines.append('')
     lines += ['## Cost', '', '| run | step | parameters | GFLOPs / image (crop) | train images/s '
               '| train min | eval min |', '|---|---:|---:|---:|---:|---:|---:|']
@@ -201,7 +199,7 @@ def curves_png(runs: list[Run], split: str) -> bytes:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    return reporting.figure_png(figure)
+    return figures.figure_png(figure)
 
 
 def predictions_png(runs: list[Run], num_images: int) -> bytes:
@@ -213,19 +211,19 @@ def predictions_png(runs: list[Run], num_images: int) -> bytes:
     keep = batch['mask'][:num_images]
     images, labels = batch['image'][:num_images][keep], batch['label'][:num_images][keep]
     mesh = parallel.data_mesh()
-    columns, titles = [reporting.denormalize(images), reporting.colorize(labels)], ['image',
-                                                                                  'ground truth']
+    columns = [figures.denormalize(images), figures.colorize(labels)]
+    titles = ['image', 'ground truth']
+    # The batch is sharded over the devices: pad it to a multiple of them with its first image.
+    padding = np.repeat(images[:1], -len(images) % jax.device_count(), axis=0)
+    global_images = parallel.global_batch({'image': np.concatenate([images, padding])}, mesh)
     for run in runs:
-        config = run.config_dict
-        state = evaluate.restore_checkpoint(config, run.directory, str(run.eval['step']), mesh)
-        model = build_model(config.model)
-        settings = _inference_of(run.eval)
-        predict = jax.jit(lambda variables, x: inference.log_probabilities(
-            model, variables, x, settings).argmax(-1))
-        variables = {'params': state.params, 'batch_stats': state.batch_stats}
-        columns.append(reporting.colorize(np.asarray(predict(variables, images))))
+        trained = restore.load_trained_model(run.config_dict, run.directory, mesh,
+                                             str(run.eval['step']))
+        predict = inference.make_predict_fn(trained.model, _inference_of(run.eval), mesh)
+        classes = parallel.local_rows(predict(trained.variables, global_images))
+        columns.append(figures.colorize(classes[:len(images)]))
         titles.append(run.name)
-    return reporting.titled_png(reporting.tile_grid(columns), titles)
+    return figures.titled_png(figures.tile_grid(columns), titles)
 
 
 def _inference_of(record: dict[str, Any]) -> inference.InferenceSettings:
@@ -261,7 +259,7 @@ def compare(run_dirs: list[str], output: str, which: str = 'best', num_images: i
     write_atomically(os.path.join(output, 'results.md'),
                      results_markdown(rows, skipped, which).encode())
     write_atomically(os.path.join(output, 'results.json'),
-                     (json.dumps(reporting.json_safe(results), indent=1) + '\n').encode())
+                     (json.dumps(json_safe(results), indent=1) + '\n').encode())
     write_atomically(os.path.join(output, 'curves.png'), curves_png(runs, split))
     write_atomically(os.path.join(output, 'predictions.png'), predictions_png(runs, num_images))
     return results

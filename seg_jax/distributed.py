@@ -23,8 +23,8 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from seg_jax import config_diff
 from seg_jax.errors import ConfigError, SegJaxError, first_few
+from seg_jax.workdir import differences
 
 # JAX's deadline is set this much later than the watchdog's, so the watchdog speaks first.
 DEADLINE_MARGIN_S = 10
@@ -167,7 +167,7 @@ def check_same_run(config: ml_collections.ConfigDict, **arguments: Any) -> None:
     mine = json.loads(json.dumps({'config': config.to_dict(), **arguments}, sort_keys=True,
                                  default=str))
     leader = json.loads(_broadcast_text(json.dumps(mine, sort_keys=True)))
-    changes = config_diff.differences(leader, mine)
+    changes = differences(leader, mine)
     agree = multihost_utils.process_allgather(np.int32(not changes))
     if agree.all():
         return

@@ -1,9 +1,9 @@
 """Inference on whole images: whole-image, sliding-window and multi-scale + flip, combinable.
 
 ``log_probabilities`` is a pure function of the variables and a batch of normalised images of
-any size, traced inside the jitted eval and predict steps (so it compiles once per input
-shape, and runs sharded over the batch like training). It returns per-pixel class
-log-probabilities at the input size; their argmax is the prediction.
+any size; it returns per-pixel class log-probabilities at the input size, and their argmax is
+the prediction. ``make_predict_fn`` jits it over the mesh: the one predict function of
+evaluation, ``--mode predict``, the benchmark and the run comparison.
 
 * Whole image (default): the model on the image, padded at the bottom and right to a multiple
   of the network's output stride (the networks need one; mmsegmentation's take any size and
@@ -20,6 +20,7 @@ log-probabilities at the input size; their argmax is the prediction.
 
 import dataclasses
 import math
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from seg_jax import metrics, parallel
 from seg_jax.errors import ConfigError
 from seg_jax.models import input_multiple
 from seg_jax.models.layers import resize_bilinear
@@ -158,3 +160,27 @@ def log_probabilities(model: nn.Module, variables, images: jax.Array,
         return views[0]
     # log(mean of the views' probabilities), computed stably.
     return jax.nn.logsumexp(jnp.stack(views), axis=0) - math.log(len(views))
+
+
+# What evaluation adds to a prediction, in the same jitted call:
+# ``totals(log_probabilities, classes, batch) -> replicated arrays``.
+Totals = Callable[[jax.Array, jax.Array, dict[str, jax.Array]], dict[str, jax.Array]]
+
+
+def make_predict_fn(model: nn.Module, settings: InferenceSettings, mesh: jax.sharding.Mesh,
+                    totals: Totals | None = None) -> Callable:
+    """``predict(variables, batch) -> classes`` (uint8 train ids ``(N, H, W)``, sharded like
+    the batch, so each process reads its own rows), or ``(classes, totals)`` with ``totals``
+    replicated; ``batch['image']`` holds normalised images. Build it once per run: it
+    compiles once per input shape."""
+    def predict(variables: dict[str, Any], batch: dict[str, jax.Array]):
+        log_probs = log_probabilities(model, variables, batch['image'], settings)
+        classes = metrics.predictions_from_logits(log_probs)
+        # uint8 holds every class count seg_jax trains (at most 256) at a quarter of the bytes.
+        if totals is None:
+            return classes.astype(jnp.uint8)
+        return classes.astype(jnp.uint8), totals(log_probs, classes, batch)
+
+    sharded = parallel.batch_sharded(mesh)
+    return jax.jit(predict, out_shardings=sharded if totals is None
+                   else (sharded, parallel.replicated(mesh)))

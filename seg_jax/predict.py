@@ -23,18 +23,16 @@ import os
 from typing import Iterator
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from seg_jax import evaluate, inference, metrics, parallel
+from seg_jax import config_checks, inference, parallel, restore
 from seg_jax.data.augment import normalize
 from seg_jax.data.labels import PALETTE
 from seg_jax.errors import ConfigError, DataError, first_few
 from seg_jax.files import BackgroundWriter, write_png
-from seg_jax.models import build_model
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
 OUTPUT_SUFFIXES = ('_trainIds.png', '_color.png', '_overlay.png')
@@ -176,15 +174,6 @@ def write_outputs(output: str, image: InputImage, photo: np.ndarray, prediction:
     write_png(overlay_path, overlay(photo, colours, alpha))
 
 
-def make_predict_step(model, mesh: jax.sharding.Mesh, settings: inference.InferenceSettings):
-    """``step(variables, images) -> uint8 train ids (N, H, W)``, sharded like the batch."""
-    def step(variables, images):
-        log_probabilities = inference.log_probabilities(model, variables, images, settings)
-        return metrics.predictions_from_logits(log_probabilities).astype(jnp.uint8)
-
-    return jax.jit(step, out_shardings=parallel.batch_sharded(mesh))
-
-
 def _host_batches(plan: list[list[InputImage]], batch_size: int
                   ) -> Iterator[tuple[list[tuple[InputImage, bool]], list[np.ndarray]]]:
     """This process's share of each global batch with its decoded photos; the next batch is
@@ -203,40 +192,28 @@ def _host_batches(plan: list[list[InputImage]], batch_size: int
             yield share, [future.result() for future in current]
 
 
-def _check_alpha(alpha: float) -> float:
-    if not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f'config.predict.overlay_alpha={alpha} must lie in [0, 1] (0: the '
-                          'photo alone, 1: the colours alone).')
-    return alpha
-
-
 def predict(config: ml_collections.ConfigDict, workdir: str) -> int:
     """Segments every image of ``config.predict.input``; returns how many were written (by
     every process together). Bad config values and inputs are refused before anything is
     restored or written."""
-    if not config.predict.input:
-        raise ConfigError('--mode predict needs --config.predict.input: an image, a folder of '
-                          'images or a glob such as "photos/*.jpg".')
-    batch_size = config.eval.batch_size
-    parallel.check_batch_size(batch_size, 'config.eval.batch_size')
-    settings = inference.inference_settings(config.eval)
-    alpha = _check_alpha(config.predict.overlay_alpha)
+    config_checks.check_config(config, 'predict')
+    batch_size, alpha = config.eval.batch_size, config.predict.overlay_alpha
     output = os.path.expanduser(config.predict.output or os.path.join(workdir, DEFAULT_OUTPUT))
     images = list_inputs(config.predict.input, exclude=output)
     check_outputs(output, images, config.predict.overwrite)
 
     mesh = parallel.data_mesh()
-    weights = evaluate.weights_for_inference(config, workdir, mesh)
-    variables = {'params': weights.params, 'batch_stats': weights.batch_stats}
-    step = make_predict_step(build_model(config.model), mesh, settings)
+    trained = restore.load_trained_model(config, workdir, mesh)
+    predict_fn = inference.make_predict_fn(trained.model,
+                                           inference.inference_settings(config.eval), mesh)
     plan = batches(images, batch_size)
     progress = tqdm.tqdm(total=len(images), unit='image', dynamic_ncols=True,
                          disable=jax.process_index() != 0)
     with BackgroundWriter() as writer:
         for batch, (share, photos) in zip(plan, _host_batches(plan, batch_size)):
             host_images = np.stack([normalize(photo).numpy() for photo in photos])
-            global_images = parallel.global_batch({'image': host_images}, mesh)['image']
-            predictions = parallel.local_rows(step(variables, global_images))
+            global_images = parallel.global_batch({'image': host_images}, mesh)
+            predictions = parallel.local_rows(predict_fn(trained.variables, global_images))
             for (image, real), photo, prediction in zip(share, photos, predictions, strict=True):
                 if real:
                     writer.submit(write_outputs, output, image, photo, prediction, alpha)
@@ -245,6 +222,6 @@ def predict(config: ml_collections.ConfigDict, workdir: str) -> int:
     if jax.process_index() == 0:
         sizes = len({image.size for image in images})
         print(f'Wrote predictions of {len(images)} images ({sizes} image size'
-              f'{"s" if sizes > 1 else ""}, {weights.describe()}) to {output}: '
+              f'{"s" if sizes > 1 else ""}, {trained.describe()}) to {output}: '
               f'<name>{", <name>".join(OUTPUT_SUFFIXES)}.', flush=True)
     return len(images)

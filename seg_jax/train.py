@@ -11,8 +11,6 @@ checkpointed, so stopping and resuming continues the same trajectory.
 """
 
 import dataclasses
-import functools
-import math
 import time
 from typing import Callable
 
@@ -24,59 +22,16 @@ import numpy as np
 import optax
 from absl import logging
 
-from seg_jax import (checkpoints, evaluate, losses, metrics, optim, parallel, preemption,
-                     pretrained, reporting)
+from seg_jax import (checkpoints, config_checks, evaluate, health, losses, metrics, optim,
+                     parallel, preemption, pretrained)
 from seg_jax.data import crops, pipeline
-from seg_jax.data.cityscapes import open_split
+from seg_jax.data.cityscapes import Split, open_split
 from seg_jax.data.labels import IGNORE_LABEL
-from seg_jax.errors import ConfigError, SegJaxError, first_few
+from seg_jax.history import Reporter
 from seg_jax.models import build_model
+from seg_jax.progress import Progress
 from seg_jax.state import TrainState, abstract_train_state, create_train_state
-
-
-class NonFiniteLossError(SegJaxError, FloatingPointError):
-    """The loss or the gradients became NaN or infinite; the last good checkpoint is kept."""
-
-
-LIKELY_NONFINITE_CAUSES = (
-    'Likely causes: a learning rate too high for this model and batch (lower '
-    'config.optimizer.learning_rate or add config.schedule.warmup_steps); float overflow in '
-    "bfloat16 compute (try config.model.compute_dtype='float32'); bad labels or images (NaN "
-    'pixels, label ids outside the table, a corrupt file; see config.data.skip_bad_examples). '
-    'config.skip_nonfinite_steps=N skips up to N such steps instead of stopping.')
-NONFINITE_KINDS = {1: 'the loss', 2: 'the gradients'}
-
-
-def initial_health(mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
-    """The device-side record of non-finite steps that the train step carries: the first and
-    the latest such step (-1 before any), how many there were, and what was not finite at the
-    first (``NONFINITE_KINDS``). Kept on the devices, so watching for NaNs costs no host
-    round-trip per step."""
-    record = {'first_step': -1, 'last_step': -1, 'count': 0, 'first_kind': 0}
-    return jax.device_put({key: jnp.int32(value) for key, value in record.items()},
-                          parallel.replicated(mesh))
-
-
-def _all_finite(tree) -> jax.Array:
-    """Whether every element of every array in ``tree`` is finite (True for an empty tree)."""
-    return functools.reduce(jnp.logical_and, (jnp.all(jnp.isfinite(leaf))
-                                              for leaf in jax.tree.leaves(tree)), jnp.bool_(True))
-
-
-@jax.jit
-def _state_is_finite(state: TrainState) -> jax.Array:
-    return _all_finite((state.params, state.batch_stats, state.opt_state))
-
-
-def _finite_means(logged: list[dict[str, np.ndarray]]) -> dict[str, float]:
-    """Each metric's mean over the logged steps, leaving out the non-finite values of skipped
-    steps (NaN if a metric has no finite value)."""
-    means = {}
-    for key in logged[0]:
-        values = np.asarray([step_metrics[key] for step_metrics in logged], np.float64)
-        finite = values[np.isfinite(values)]
-        means[key] = float(finite.mean()) if finite.size else math.nan
-    return means
+from seg_jax.workdir import check_can_continue, checkpoint_dir
 
 
 def make_train_step(loss_config: ml_collections.ConfigDict, class_weights: np.ndarray | None,
@@ -85,12 +40,12 @@ def make_train_step(loss_config: ml_collections.ConfigDict, class_weights: np.nd
 
     A step whose loss or gradients are not finite changes nothing but the step counter (the
     data moves on; parameters, optimiser state and BatchNorm statistics stay as they were), and
-    is recorded in ``health`` (see ``initial_health``); the loop decides whether to stop.
+    is recorded in ``health`` (``seg_jax.health``); the loop decides whether to stop.
     """
     weights = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
     dropout_root = jax.random.key(seed + 1)
 
-    def step(state: TrainState, batch: dict[str, jax.Array], health: dict[str, jax.Array]):
+    def step(state: TrainState, batch: dict[str, jax.Array], record: health.Health):
         def loss_fn(params):
             outputs, updates = state.apply_fn(
                 {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
@@ -102,7 +57,7 @@ def make_train_step(loss_config: ml_collections.ConfigDict, class_weights: np.nd
 
         (loss, (terms, logits, batch_stats)), grads = jax.value_and_grad(
             loss_fn, has_aux=True)(state.params)
-        loss_finite, grads_finite = jnp.isfinite(loss), _all_finite(grads)
+        loss_finite, grads_finite = jnp.isfinite(loss), health.all_finite(grads)
         finite = loss_finite & grads_finite
         updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
         new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
@@ -112,42 +67,23 @@ def make_train_step(loss_config: ml_collections.ConfigDict, class_weights: np.nd
         logged = {**terms, 'learning_rate': schedule(state.step),
                   'pixel_accuracy': correct.sum() / jnp.maximum(valid.sum(), 1)}
         # Steps are numbered from 1, as the loop and the logs number them.
-        step_number, first = state.step + 1, health['count'] == 0
-        health = jax.tree.map(lambda bad, good: jnp.where(finite, good, bad), {
-            'first_step': jnp.where(first, step_number, health['first_step']),
-            'last_step': step_number,
-            'count': health['count'] + 1,
-            'first_kind': jnp.where(first, jnp.where(loss_finite, 2, 1), health['first_kind']),
-        }, health)
-        return new_state, logged, health
+        record = health.record_step(record, state.step + 1, loss_finite, grads_finite)
+        return new_state, logged, record
 
     return jax.jit(step, donate_argnums=(0,))
-
-
-def _check_finite(health: dict[str, jax.Array], allowed: int, checkpoint_dir: str) -> int:
-    """Raises once more than ``allowed`` steps were not finite; returns how many were."""
-    record = {key: int(value) for key, value in jax.device_get(health).items()}
-    if record['count'] > allowed:
-        where = (f'at step {record["first_step"]}' if record['count'] == 1 else
-                 f'at {record["count"]} steps, the first at step {record["first_step"]} and the '
-                 f'latest at step {record["last_step"]}')
-        raise NonFiniteLossError(
-            f'{NONFINITE_KINDS[record["first_kind"]].capitalize()} became NaN or infinite '
-            f'{where} (config.skip_nonfinite_steps={allowed}); training stopped, those steps '
-            f'changed no parameters, and the last good checkpoint in {checkpoint_dir} is kept. '
-            f'{LIKELY_NONFINITE_CAUSES}')
-    return record['count']
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingSetup:
     """What a training run builds from its config before it has a state: the network, the
-    optimiser and its schedule, the loss's class weights, and the run's length."""
+    optimiser and its schedule, the loss's class weights, the run's length, and the training
+    split (opened once)."""
     model: nn.Module
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     class_weights: np.ndarray | None
     total_steps: int
+    train_split: Split
 
 
 def training_setup(config: ml_collections.ConfigDict) -> TrainingSetup:
@@ -158,82 +94,73 @@ def training_setup(config: ml_collections.ConfigDict) -> TrainingSetup:
     total_steps, steps_per_epoch = optim.training_length(config, train_split.size)
     crops.check_crop_fits_images(config.data.crop_size, config.data.scale_range,
                                  pipeline.image_size(train_split))
-    model = build_model(config.model)
-    losses.check_loss_config(config.loss)
     class_weights = losses.resolve_class_weights(
-        config.loss, lambda: pipeline.class_pixel_counts(config))
+        config.loss, lambda: pipeline.class_pixel_counts(config, train_split))
     tx, schedule = optim.build_optimizer(config, total_steps, steps_per_epoch)
-    return TrainingSetup(model, tx, schedule, class_weights, total_steps)
+    return TrainingSetup(build_model(config.model), tx, schedule, class_weights, total_steps,
+                         train_split)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Trains ``config``'s model in ``workdir``, resuming from its latest checkpoint.
 
     On SIGTERM it saves a checkpoint at the current step and raises ``preemption.Preempted``;
-    called again, it resumes from there.
+    called again, it resumes from there. Nothing is written before the config, the workdir and
+    the data have been checked.
     """
+    config_checks.check_config(config, 'train')
+    check_can_continue(workdir, config)
+    if not checkpoints.has_checkpoint(checkpoint_dir(workdir)):  # a resumed run has weights
+        pretrained.check_required(config.model)
+    setup = training_setup(config)
     with preemption.PreemptionNotice() as notice:
-        return _train(config, workdir, notice)
+        return _train(config, workdir, setup, notice)
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str,
+def initial_state(config: ml_collections.ConfigDict, setup: TrainingSetup,
+                  checkpointer: checkpoints.Checkpointer, mesh: jax.sharding.Mesh) -> TrainState:
+    """The latest checkpoint's state, restored straight into the abstract state (nothing is
+    initialised only to be replaced); for a new run, a fresh state with the pretrained weights
+    of ``config.model.pretrained`` where set."""
+    state_arguments = (setup.model, setup.tx, tuple(config.data.crop_size), config.seed, mesh)
+    if checkpointer.latest_step() is not None:
+        state = checkpointer.restore(abstract_train_state(*state_arguments), 'latest')
+        logging.info('Resumed from step %d in %s.', int(state.step), checkpointer.directory)
+        return state
+    state = create_train_state(*state_arguments)
+    if config.model.pretrained:
+        state, load_report = pretrained.load_into_state(state, config.model, mesh)
+        if jax.process_index() == 0:
+            print(load_report.summary(), flush=True)
+    elif config.model.backbone:
+        logging.warning('config.model.pretrained is not set: the %s backbone starts from '
+                        'random weights. Published results start from ImageNet weights; '
+                        'see README, "Pretrained weights".', config.model.backbone)
+    return state
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, setup: TrainingSetup,
            preemption_notice: preemption.PreemptionNotice) -> TrainState:
-    parallel.check_batch_size(config.global_batch_size, 'config.global_batch_size')
-    parallel.check_batch_size(config.eval.batch_size, 'config.eval.batch_size')
     mesh = parallel.data_mesh()
     is_main = jax.process_index() == 0
-    changes = reporting.config_changes(workdir, config)
-    if changes and not config.allow_config_change:
-        raise ConfigError(
-            f'{workdir} holds a run with another config ({first_few(changes)}). Continuing it '
-            'would mix two experiments in one workdir: use the config it was started with, '
-            'another --workdir, or --config.allow_config_change=True to continue with this one '
-            '(the old config.json is kept beside it).')
-    if not checkpoints.has_checkpoint(f'{workdir}/checkpoints'):  # a resumed run has weights
-        pretrained.check_required(config.model)
-    setup = training_setup(config)  # checks config and data: a refused run writes nothing
-    reporter = reporting.Reporter(workdir, enabled=is_main)
+    reporter = Reporter(workdir, enabled=is_main)
     reporter.write_config(config)
-    model, total_steps = setup.model, setup.total_steps
-    state_arguments = (model, setup.tx, tuple(config.data.crop_size), config.seed, mesh)
-    checkpointer = checkpoints.Checkpointer(f'{workdir}/checkpoints', keep=config.keep_checkpoints)
-    if checkpointer.latest_step() is None:
-        state = create_train_state(*state_arguments)
-        if config.model.pretrained:  # a resumed run has them in its checkpoint
-            state, load_report = pretrained.load_into_state(state, config.model, mesh)
-            if is_main:
-                print(load_report.summary(), flush=True)
-        elif config.model.backbone:
-            logging.warning('config.model.pretrained is not set: the %s backbone starts from '
-                            'random weights. Published results start from ImageNet weights; '
-                            'see README, "Pretrained weights".', config.model.backbone)
-    else:  # restored straight into the abstract state: nothing is initialised only to be replaced
-        state = checkpointer.restore(abstract_train_state(*state_arguments), 'latest')
-        logging.info('Resumed from step %d in %s.', int(state.step), workdir)
+    total_steps, allowed_nonfinite = setup.total_steps, config.skip_nonfinite_steps
+    checkpointer = checkpoints.Checkpointer(checkpoint_dir(workdir),
+                                            keep=config.keep_checkpoints)
+    state = initial_state(config, setup, checkpointer, mesh)
     start_step = int(jax.device_get(state.step))
 
     train_step = make_train_step(config.loss, setup.class_weights, setup.schedule, config.seed)
-    evaluator = evaluate.Evaluator(config, model, mesh)
+    evaluator = evaluate.Evaluator(config, setup.model, mesh, config.eval.split)
     batches = parallel.prefetch_to_devices(
-        pipeline.build_input(config, 'train', start_step=start_step), mesh)
-    health = initial_health(mesh)
-
-    def check_finite(step: int, state_leaves_devices: bool) -> int:
-        """Stops once too many steps were not finite, and before a non-finite state is evaluated
-        or saved; returns the skipped steps. One read of the health record per step at most."""
-        skipped = _check_finite(health, config.skip_nonfinite_steps, checkpointer.directory)
-        if state_leaves_devices and not bool(_state_is_finite(state)):
-            raise NonFiniteLossError(
-                f'The parameters or optimiser state became NaN or infinite by step {step} '
-                f'although every loss and gradient was finite; they were not saved, and the last '
-                f'good checkpoint in {checkpointer.directory} is kept. {LIKELY_NONFINITE_CAUSES}')
-        return skipped
-
-    progress = reporting.Progress(total_steps, start_step, enabled=is_main)
+        pipeline.build_input(config, setup.train_split, start_step=start_step), mesh)
+    record = health.initial(mesh)
+    progress = Progress(total_steps, start_step, enabled=is_main)
     pending, last_log, skipped_logged = [], time.perf_counter(), 0
     try:
         for step in range(start_step + 1, total_steps + 1):
-            state, step_metrics, health = train_step(state, next(batches), health)
+            state, step_metrics, record = train_step(state, next(batches), record)
             pending.append(step_metrics)
             log_due = step % config.log_every_steps == 0 or step == total_steps
             eval_due = step % config.eval_every_steps == 0 or step == total_steps
@@ -242,19 +169,22 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
             preempted = step < total_steps and preemption_notice.reached(step)
             if not (log_due or eval_due or save_due or preempted):
                 continue
-            skipped = check_finite(step, state_leaves_devices=eval_due or save_due or preempted)
+            # One read of the health record per step at most; the state is checked before it
+            # is evaluated or saved.
+            skipped = health.check(record, allowed_nonfinite, str(checkpointer.directory))
+            if eval_due or save_due or preempted:
+                health.check_state(state, step, str(checkpointer.directory))
             if log_due:
                 if skipped > skipped_logged:
                     logging.warning('Skipped %d steps whose loss or gradients were not finite '
                                     'so far (config.skip_nonfinite_steps=%d allows %d).',
-                                    skipped, config.skip_nonfinite_steps,
-                                    config.skip_nonfinite_steps)
+                                    skipped, allowed_nonfinite, allowed_nonfinite)
                     skipped_logged = skipped
-                means = _finite_means(jax.device_get(pending))
+                means = health.finite_means(jax.device_get(pending))
                 elapsed, last_log = time.perf_counter() - last_log, time.perf_counter()
                 means['images_per_s'] = len(pending) * config.global_batch_size / elapsed
                 means['seconds'] = elapsed  # training time of these steps, evaluations excluded
-                if config.skip_nonfinite_steps:
+                if allowed_nonfinite:
                     means['skipped_nonfinite_steps'] = skipped
                 reporter.log_train(step, means)
                 progress.update(step, means)
@@ -263,8 +193,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
                 pending = []
             if eval_due:
                 eval_start = time.perf_counter()
-                eval_metrics = evaluator.evaluate(state, config.eval.split, reporter, step)
-                checkpointer.save_best(step, state, eval_metrics['miou'])
+                result = evaluator.evaluate({'params': state.params,
+                                             'batch_stats': state.batch_stats})
+                reporter.log_evaluation(step, config.eval.split, result)
+                checkpointer.save_best(step, state, result.metrics['miou'])
                 reporter.plot_curves()
                 last_log += time.perf_counter() - eval_start  # not training time
             if save_due or preempted:  # the preemption save is forced, off the cadence

@@ -15,12 +15,14 @@ import pytest
 
 import tiny_config
 from conftest import MMSEG_CONFIGS, load_config
-from seg_jax import evaluate, parallel, pretrained, train
+from seg_jax import health as run_health
+from seg_jax import evaluate, parallel, pretrained, restore, train
 from seg_jax.data.cityscapes import open_split
 from seg_jax.errors import ConfigError
 from seg_jax.models import build_model
 from seg_jax.state import abstract_train_state
 from seg_jax.summary import abstract_variables, count_parameters
+from seg_jax.workdir import config_changes, resolved_config
 
 # Parameters at 19 classes, auxiliary head included. The R-50 counts are those of mmseg 1.2.2's
 # own modules; the R-101 ones are the reference's, whose R-50 counts match mmseg's.
@@ -297,7 +299,7 @@ def test_every_recipe_builds_its_training_step(name, synthetic_dir):
     batch = {'image': jax.ShapeDtypeStruct((8, 64, 128, 3), jnp.float32),
              'label': jax.ShapeDtypeStruct((8, 64, 128), jnp.int32)}
     step = train.make_train_step(config.loss, setup.class_weights, setup.schedule, config.seed)
-    new_state, logged, _ = jax.eval_shape(step, state, batch, train.initial_health(mesh))
+    new_state, logged, _ = jax.eval_shape(step, state, batch, run_health.initial(mesh))
     assert {'loss', 'main', 'aux', 'learning_rate'} <= set(logged)
     assert jax.tree.map(lambda leaf: leaf.shape, new_state.params) == jax.tree.map(
         lambda leaf: leaf.shape, state.params)
@@ -380,17 +382,16 @@ def test_mmseg_initialisation_belongs_to_mmsegs_networks():
 def test_a_run_written_before_these_fields_existed_still_continues(tmp_path):
     """A deeplabv3_r50 workdir from before the recipe options (its config.json lacks them, and
     its config file did not yet ask for ImageNet weights) resumes with today's config file."""
-    from seg_jax import reporting
     config = load_config('deeplabv3_r50')
-    stored = reporting.resolved_config(config)
+    stored = resolved_config(config)
     del stored['model']['pretrained_required'], stored['schedule']['end_value']
     del stored['loss']['normalizer'], stored['data']['photometric_style']
     del stored['data']['cat_max_ratio']
     (tmp_path / 'config.json').write_text(json.dumps(stored))
-    assert reporting.config_changes(str(tmp_path), config) == []
+    assert config_changes(str(tmp_path), config) == []
     # ...while a real change of the recipe is still refused.
     config.loss.normalizer = 'all'
-    assert reporting.config_changes(str(tmp_path), config) == ["loss.normalizer: 'valid' -> 'all'"]
+    assert config_changes(str(tmp_path), config) == ["loss.normalizer: 'valid' -> 'all'"]
 
 
 def test_mmseg_networks_are_inferred_at_any_size_without_padding():
@@ -407,5 +408,5 @@ def test_a_workdir_checkpoint_comes_before_the_pretrained_file(trained_run, tmp_
     config, workdir = trained_run
     config = config.copy_and_resolve_references()
     config.model.pretrained = str(tmp_path / 'never_read.pth')  # does not exist
-    weights = evaluate.weights_for_inference(config, workdir, parallel.data_mesh())
+    weights = restore.load_trained_model(config, workdir, parallel.data_mesh())
     assert weights.source == 'checkpoint' and weights.step == config.num_train_steps

@@ -24,7 +24,8 @@ from PIL import Image
 
 import tiny_config
 from conftest import REPO
-from seg_jax import evaluate, parallel
+from seg_jax import parallel
+from seg_jax.restore import restore_checkpoint
 from seg_jax.data.labels import IGNORE_LABEL, LABEL_ID_TO_TRAIN_ID
 
 LAUNCHER = REPO / 'launch' / 'local_multiprocess.sh'
@@ -105,7 +106,7 @@ def restore(workdir: str, data_dir: str, step: int):
     config.data.synthetic.num_val = NUM_VAL
     config.optimizer.name = 'sgd'
     config.num_train_steps = STEPS
-    return evaluate.restore_checkpoint(config, workdir, str(step), parallel.data_mesh())
+    return restore_checkpoint(config, workdir, str(step), parallel.data_mesh())
 
 
 def max_difference(a, b) -> float:
@@ -392,5 +393,5 @@ def test_sigterm_to_one_process_stops_the_job_at_one_step_with_one_checkpoint(tm
     assert sorted(os.listdir(workdir / 'checkpoints')) == [str(step), 'best']
     config = tiny_config.get_config()
     config.data.dir, config.num_train_steps = str(tmp_path / 'data'), steps
-    state = evaluate.restore_checkpoint(config, str(workdir), 'latest', parallel.data_mesh())
+    state = restore_checkpoint(config, str(workdir), "latest", parallel.data_mesh())
     assert int(state.step) == step

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seg_jax import evaluate, export, predict
+from seg_jax import cityscapes_export, evaluate, inference, predict
 from seg_jax.data.labels import LABEL_ID_TO_TRAIN_ID, PALETTE
 from seg_jax.errors import ConfigError, DataError
 
@@ -45,13 +45,13 @@ def test_predict_writes_every_output_at_each_input_size(trained_run, photos, tmp
     config, workdir = trained_run
     folder, val_names = photos
     compiled = []
-    make_step = predict.make_predict_step
+    make_step = inference.make_predict_fn
 
     def recorded(*args):
         compiled.append(make_step(*args))
         return compiled[-1]
 
-    monkeypatch.setattr(predict, 'make_predict_step', recorded)
+    monkeypatch.setattr(inference, 'make_predict_fn', recorded)
     output = tmp_path / 'out'
     assert predict.predict(predict_config(config, folder, output, overlay_alpha=0.4),
                            workdir) == 5
@@ -80,7 +80,7 @@ def test_predictions_are_those_of_evaluation(trained_run, photos, tmp_path):
     predict.predict(predict_config(config, folder, tmp_path / 'out'), workdir)
     for name in val_names:
         image_id = name[:-len('_leftImg8bit.png')]
-        exported = export.prediction_path(str(tmp_path / 'export' / 'val'), image_id)
+        exported = cityscapes_export.prediction_path(str(tmp_path / 'export' / 'val'), image_id)
         from_eval = LABEL_ID_TO_TRAIN_ID[np.asarray(Image.open(exported))]
         predicted = np.asarray(Image.open(tmp_path / 'out' / (name[:-4] + '_trainIds.png')))
         np.testing.assert_array_equal(predicted, from_eval)

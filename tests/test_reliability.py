@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from seg_jax import checkpoints, evaluate, losses, optim, parallel, preemption, train
+from seg_jax import checkpoints, evaluate, losses, optim, parallel, preemption, restore, train
+from seg_jax import health as run_health
 from seg_jax.data import pipeline
 from seg_jax.models import build_model
-from seg_jax.reporting import read_history
+from seg_jax.history import read_history
 from seg_jax.state import create_train_state
 from test_train import tiny_config
 
@@ -53,7 +54,7 @@ def saved_steps(workdir) -> list[str]:
 
 
 def restored_params(data_dir: str, workdir, steps: int):
-    state = evaluate.restore_checkpoint(tiny_config(data_dir, steps), str(workdir), 'latest',
+    state = restore.restore_checkpoint(tiny_config(data_dir, steps), str(workdir), 'latest',
                                         parallel.data_mesh())
     return int(state.step), jax.device_get(state.params)
 
@@ -170,7 +171,7 @@ def test_skipped_nonfinite_steps_change_nothing_and_are_logged(data_dir, tmp_pat
     # Every checkpoint holds finite parameters, optimiser state and statistics.
     with checkpoints.Checkpointer(tmp_path / 'checkpoints', keep=3, read_only=True) as ckpt:
         for step in ckpt.all_steps():
-            restored = evaluate.restore_checkpoint(config, str(tmp_path), str(step),
+            restored = restore.restore_checkpoint(config, str(tmp_path), str(step),
                                                    parallel.data_mesh())
             assert all_finite((restored.params, restored.opt_state, restored.batch_stats)), step
 
@@ -181,7 +182,7 @@ def test_more_nonfinite_steps_than_allowed_stop_naming_them_and_the_causes(
     config = tiny_config(data_dir, steps=8)
     config.skip_nonfinite_steps = 1
     config.checkpoint_every_steps = 2
-    with pytest.raises(train.NonFiniteLossError) as error:
+    with pytest.raises(run_health.NonFiniteLossError) as error:
         train.train_and_evaluate(config, str(tmp_path))
     message = str(error.value)
     assert message.startswith('The loss became NaN or infinite at 2 steps, the first at step 3 '
@@ -208,13 +209,13 @@ def test_nonfinite_gradients_with_a_finite_loss_are_caught(data_dir, monkeypatch
     before = jax.device_get(state.params)
     step = train.make_train_step(config.loss, None, schedule, config.seed)
     batch = parallel.global_batch(next(pipeline.build_input(config, 'train')), mesh)
-    state, logged, health = step(state, batch, train.initial_health(mesh))
+    state, logged, health = step(state, batch, run_health.initial(mesh))
     assert np.isfinite(float(logged['loss']))
     assert int(state.step) == 1  # the step counts, so the data moves on ...
     assert_same_params(jax.device_get(state.params), before)  # ... but nothing else changed
-    with pytest.raises(train.NonFiniteLossError, match='^The gradients became NaN or infinite '
+    with pytest.raises(run_health.NonFiniteLossError, match='^The gradients became NaN or infinite '
                        'at step 1 '):
-        train._check_finite(health, 0, '/checkpoints')
+        run_health.check(health, 0, '/checkpoints')
 
 
 def tree_digest(folder) -> dict[str, str]:
@@ -287,7 +288,7 @@ def test_parameters_that_overflow_on_a_finite_step_are_never_saved(data_dir, tmp
     config.loss.name, config.loss.dice_weight = 'ce_dice', 1e30
     config.optimizer.name, config.optimizer.learning_rate = 'sgd', 1e20
     config.log_every_steps = config.checkpoint_every_steps = 1
-    with pytest.raises(train.NonFiniteLossError, match=r'^The parameters or optimiser state '
+    with pytest.raises(run_health.NonFiniteLossError, match=r'^The parameters or optimiser state '
                        r'became NaN or infinite by step 1 although every loss and gradient was '
                        r'finite; they were not saved'):
         train.train_and_evaluate(config, str(tmp_path))

@@ -14,6 +14,7 @@ from jax.sharding import Mesh
 import tiny_config as tiny_config_file
 from conftest import REPO
 from seg_jax import evaluate, optim, parallel, train
+from seg_jax import health as run_health
 from seg_jax.data import pipeline
 from seg_jax.errors import ConfigError
 from seg_jax.models import build_model
@@ -76,7 +77,7 @@ def test_eight_devices_compute_what_one_device_computes(data_dir):
         mesh = Mesh(np.array(devices), (parallel.DATA_AXIS,),
                     axis_types=(jax.sharding.AxisType.Auto,))
         state = create_train_state(model, tx, tuple(config.data.crop_size), config.seed, mesh)
-        health = train.initial_health(mesh)
+        health = run_health.initial(mesh)
         after_first, losses = None, []
         for _ in range(3):
             state, metrics, health = step(state, parallel.global_batch(host_batch, mesh),
@@ -88,8 +89,9 @@ def test_eight_devices_compute_what_one_device_computes(data_dir):
                     {'params': state.params, 'stats': state.batch_stats})
         results.append((after_first, losses))
     (one, one_losses), (eight, eight_losses) = results
-    # One step: equal up to float reduction order (BN statistics span the global batch).
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+    # One step: equal up to float reduction order (BN statistics span the global batch). The
+    # noise depends on the CPU's kernels: 1.08e-5 at most on an AMD EPYC, under 1e-5 elsewhere.
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5),
                            one, eight)
     # Later steps: this tiny network amplifies reduction-order noise ~15x per step, so the
     # trajectories are compared through the loss.
@@ -149,7 +151,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(
     monkeypatch.setattr(train, 'make_train_step', nan_from_step_three)
     config = tiny_config(data_dir, steps=8)
     config.checkpoint_every_steps = 2
-    with pytest.raises(train.NonFiniteLossError, match='at step 3'):
+    with pytest.raises(run_health.NonFiniteLossError, match='at step 3'):
         train.train_and_evaluate(config, str(tmp_path))
     saved = sorted(p.name for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
     assert saved == ['2']

@@ -23,8 +23,9 @@ redraws the crop position (up to 10 times) while one class dominates the crop, a
 """
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import ml_collections
 import tensorflow as tf
 
 from seg_jax.data.crops import check_crop_size
@@ -119,13 +120,22 @@ def check_train_options(*, crop_size: tuple[int, int], scale_range: tuple[float,
                         photometric_style: str = 'jitter', cat_max_ratio: float = 1.0) -> None:
     """Raises ``ConfigError`` for ``train_transform`` options it cannot honour.
 
-    ``train_transform`` checks them itself; the pipeline calls this first too, since an error
-    raised while tf.data traces its map function reaches the user wrapped in tf's StagingError
-    rather than as the ConfigError that ``main`` prints without a traceback.
+    ``train_transform`` checks its arguments itself (it is called on its own, too); a run checks
+    its config's options with the rest of the config before it builds anything
+    (``seg_jax.config_checks``), since an error raised while tf.data traces its map function
+    reaches the user wrapped in tf's StagingError rather than as the ConfigError that ``main``
+    prints without a traceback.
     """
     _check_geometry_args(crop_size, scale_range, rotation_degrees)
     check_photometric(photometric, photometric_style)
     _check_cat_max_ratio(cat_max_ratio)
+
+
+def train_options(data: ml_collections.ConfigDict) -> dict[str, Any]:
+    """``train_transform``'s options (all but ``flip``) as ``config.data`` sets them."""
+    return dict(crop_size=tuple(data.crop_size), scale_range=tuple(data.scale_range),
+                rotation_degrees=data.rotation_degrees, photometric=data.photometric,
+                photometric_style=data.photometric_style, cat_max_ratio=data.cat_max_ratio)
 
 
 def _uniform(seed: tf.Tensor, stream: int, minval, maxval, dtype=tf.float32) -> tf.Tensor:

@@ -29,7 +29,7 @@ from absl import logging
 from seg_jax.data import augment
 from seg_jax.data.cityscapes import BAD_EXAMPLE, FIX_BAD_EXAMPLE, Split, open_split
 from seg_jax.data.labels import CLASS_NAMES, IGNORE_LABEL, LABEL_ID_TO_TRAIN_ID, NUM_CLASSES
-from seg_jax.errors import ConfigError, DataError, first_few
+from seg_jax.errors import DataError, first_few
 from seg_jax.files import folder_lock, write_atomically
 
 SHUFFLE_STREAM, AUGMENT_STREAM = 0, 1
@@ -46,10 +46,10 @@ def _processes(process_index: int | None, process_count: int | None) -> tuple[in
             jax.process_count() if process_count is None else process_count)
 
 
-def per_process_batch(global_batch: int, process_count: int, what: str) -> int:
-    if global_batch < 1 or global_batch % process_count:
-        raise ConfigError(f'{what}={global_batch} must be a positive multiple of the number of '
-                          f'processes ({process_count}), so every process gets the same share.')
+def per_process_batch(global_batch: int, process_count: int) -> int:
+    """Each process's share of a global batch; that it divides evenly (it is a multiple of the
+    device count) is checked with the config (``seg_jax.config_checks``)."""
+    assert global_batch % process_count == 0, (global_batch, process_count)
     return global_batch // process_count
 
 
@@ -69,13 +69,9 @@ def train_dataset(config: ml_collections.ConfigDict, *, start_step: int = 0,
 
 def _train_dataset(config: ml_collections.ConfigDict, split: Split, start_step: int,
                    process_index: int, process_count: int) -> tf.data.Dataset:
-    host_batch = per_process_batch(config.global_batch_size, process_count,
-                                   'config.global_batch_size')
+    host_batch = per_process_batch(config.global_batch_size, process_count)
     data, size = config.data, split.size
-    options = dict(crop_size=tuple(data.crop_size), scale_range=tuple(data.scale_range),
-                   rotation_degrees=data.rotation_degrees, photometric=data.photometric,
-                   photometric_style=data.photometric_style, cat_max_ratio=data.cat_max_ratio)
-    augment.check_train_options(**options)  # here, not inside tf.data's tracing of load
+    options = augment.train_options(data)
 
     def load(host_position: tf.Tensor) -> dict[str, tf.Tensor]:
         step, slot = host_position // host_batch, host_position % host_batch
@@ -113,8 +109,7 @@ def eval_dataset(config: ml_collections.ConfigDict, split_name: str, *,
 
 def _eval_dataset(config: ml_collections.ConfigDict, split: Split, process_index: int,
                   process_count: int) -> tf.data.Dataset:
-    host_batch = per_process_batch(config.eval.batch_size, process_count,
-                                   'config.eval.batch_size')
+    host_batch = per_process_batch(config.eval.batch_size, process_count)
     per_process = -(-split.size // process_count)
     num_batches = -(-per_process // host_batch)
 
@@ -251,12 +246,13 @@ def image_size(split: Split) -> tuple[int, int]:
     return tuple(int(side) for side in image.shape[:2])
 
 
-def build_input(config: ml_collections.ConfigDict, split: str, *,
+def build_input(config: ml_collections.ConfigDict, split: str | Split, *,
                 start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """Host-local numpy batches: endless augmented crops for 'train', else one eval pass."""
-    opened = open_split(config.data, split)
+    """Host-local numpy batches: endless augmented crops for 'train', else one eval pass. A
+    split already opened (``open_split``) is read as it is, without listing it again."""
+    opened = split if isinstance(split, Split) else open_split(config.data, split)
     processes = _processes(None, None)
-    if split == 'train':
+    if opened.split == 'train':
         return as_numpy(_train_dataset(config, opened, start_step, *processes), opened)
     return as_numpy(_eval_dataset(config, opened, *processes), opened)
 
@@ -275,7 +271,7 @@ def _count_pixels(split: Split) -> np.ndarray:
     return total.numpy()
 
 
-def class_pixel_counts(config: ml_collections.ConfigDict, split_name: str = 'train'
+def class_pixel_counts(config: ml_collections.ConfigDict, split: str | Split = 'train'
                        ) -> np.ndarray:
     """Labelled pixels per class (int64, length 19) of a split, for class-weighted losses.
 
@@ -284,7 +280,8 @@ def class_pixel_counts(config: ml_collections.ConfigDict, split_name: str = 'tra
     Processes counting the same folder at once take turns, so only the first one counts.
     With ``config.data.skip_bad_examples`` a bad example counts as void pixels (its placeholder).
     """
-    split = open_split(config.data, split_name)
+    split = split if isinstance(split, Split) else open_split(config.data, split)
+    split_name = split.split
     path = os.path.join(split.location, COUNTS_FILE.format(split=split_name))
     # The processes of a job sharing the data folder: one counts, the others reuse its counts.
     with folder_lock(split.location):

@@ -1,4 +1,5 @@
-"""The files a run leaves in its workdir: config, history, eval reports, TensorBoard, plots."""
+"""The files a run leaves in its workdir: config, history, eval reports, TensorBoard, plots
+(``seg_jax.history`` writing what ``seg_jax.figures`` and ``seg_jax.tables`` make)."""
 
 import json
 import math
@@ -10,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from seg_jax import reporting
+from seg_jax import figures, history, tables
 from seg_jax.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from seg_jax.data.labels import CLASS_NAMES, COURSE_CLASSES, IGNORE_LABEL, PALETTE
 
@@ -64,7 +65,7 @@ def scalar_events(folder: pathlib.Path) -> dict[str, dict[int, float]]:
 
 @pytest.fixture
 def reporter(tmp_path):
-    reporter = reporting.Reporter(str(tmp_path / 'run'))
+    reporter = history.Reporter(str(tmp_path / 'run'))
     yield reporter
     reporter.close()
 
@@ -130,7 +131,7 @@ def test_tensorboard_files_hold_the_scalars(reporter, tmp_path):
 
 def test_class_table_shows_every_class_and_the_course_row():
     metrics = fake_metrics()
-    table = reporting.format_class_table(metrics)
+    table = tables.format_class_table(metrics)
     lines = table.splitlines()
     for class_id, name in enumerate(CLASS_NAMES):
         [line] = [line for line in lines if line.startswith(name + ' ')]
@@ -151,7 +152,7 @@ def test_class_table_shows_every_class_and_the_course_row():
 
 def test_log_eval_returns_the_class_table(reporter):
     table = reporter.log_eval(1, 'val', fake_metrics(), fake_confusion())
-    assert table == reporting.format_class_table(fake_metrics())
+    assert table == tables.format_class_table(fake_metrics())
 
 
 def assert_png(path: pathlib.Path, min_size: tuple[int, int]) -> Image.Image:
@@ -191,7 +192,7 @@ def test_predictions_panel_shows_image_labels_and_predictions_in_palette_colours
     reporter.save_predictions(42, normalise(rgb), labels, predictions, max_images=2)
     panel = np.asarray(assert_png(tmp_path / 'run' / 'plots' / 'predictions_42.png',
                                   (3 * width, 2 * height)).convert('RGB'))
-    gap, header = reporting.PANEL_GAP, reporting.HEADER_HEIGHT
+    gap, header = figures.PANEL_GAP, figures.HEADER_HEIGHT
     assert panel.shape == (header + 2 * height + gap, 3 * width + 2 * gap, 3)  # two rows only
     top = header + height + gap + height // 2  # the middle of the second row
     image_left, truth_left, prediction_left = (column * (width + gap) for column in range(3))
@@ -204,18 +205,18 @@ def test_predictions_panel_shows_image_labels_and_predictions_in_palette_colours
 
 
 def test_wide_predictions_are_subsampled_with_exact_colours():
-    width = 3 * reporting.MAX_PANEL_WIDTH - 7
+    width = 3 * figures.MAX_PANEL_WIDTH - 7
     labels = np.tile(np.arange(width) % 19, (1, 6, 1))
-    canvas = reporting.prediction_panel(normalise(np.zeros((1, 6, width, 3))), labels, labels)
-    tile_width = (canvas.shape[1] + reporting.PANEL_GAP) // 3 - reporting.PANEL_GAP
-    assert tile_width <= reporting.MAX_PANEL_WIDTH
-    truth = canvas[reporting.HEADER_HEIGHT, tile_width + reporting.PANEL_GAP:][:tile_width]
+    canvas = figures.prediction_panel(normalise(np.zeros((1, 6, width, 3))), labels, labels)
+    tile_width = (canvas.shape[1] + figures.PANEL_GAP) // 3 - figures.PANEL_GAP
+    assert tile_width <= figures.MAX_PANEL_WIDTH
+    truth = canvas[figures.HEADER_HEIGHT, tile_width + figures.PANEL_GAP:][:tile_width]
     np.testing.assert_array_equal(truth, PALETTE[np.arange(0, width, 3) % 19])
 
 
 def test_denormalize_inverts_imagenet_normalisation():
     rgb = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3)).astype(np.uint8)
-    np.testing.assert_array_equal(reporting.denormalize(normalise(rgb)), rgb)
+    np.testing.assert_array_equal(figures.denormalize(normalise(rgb)), rgb)
 
 
 def test_mismatched_shapes_are_rejected(reporter):
@@ -227,10 +228,10 @@ def test_mismatched_shapes_are_rejected(reporter):
 def test_history_keeps_the_latest_record_of_a_step_and_skips_a_torn_line(reporter, tmp_path):
     for step, loss in ((1, 3.0), (2, 2.0), (3, 1.0), (2, 2.5)):  # resumed from step 1
         reporter.log_train(step, {'loss': loss})
-    path = tmp_path / 'run' / reporting.HISTORY_FILE
+    path = tmp_path / 'run' / history.HISTORY_FILE
     with open(path, 'a') as f:
         f.write('{"step": 4, "kind": "tr')  # killed mid-write
-    events = reporting.read_history(str(path))
+    events = history.read_history(str(path))
     assert [(event['step'], event['loss']) for event in events] == [(1, 3.0), (2, 2.5), (3, 1.0)]
 
 
@@ -248,7 +249,7 @@ def test_outputs_leave_no_partial_files(reporter, tmp_path):
 
 
 def test_disabled_reporter_writes_nothing(tmp_path):
-    reporter = reporting.Reporter(str(tmp_path / 'run'), enabled=False)
+    reporter = history.Reporter(str(tmp_path / 'run'), enabled=False)
     reporter.write_config(ml_collections.ConfigDict({'seed': 0}))
     reporter.log_train(1, {'loss': 1.0})
     table = reporter.log_eval(1, 'val', fake_metrics(), fake_confusion())
@@ -258,16 +259,3 @@ def test_disabled_reporter_writes_nothing(tmp_path):
     reporter.close()
     assert 'bicycle' in table
     assert all_files(tmp_path) == []
-
-
-def test_fields_added_since_a_run_was_written_compare_at_their_defaults(tmp_path):
-    """A workdir of an older version lacks today's fields (say eval.scales): it is the same
-    experiment, but a real change beside them is still found."""
-    from configs import default
-    stored = reporting.resolved_config(default.get_config())
-    del stored['eval']['scales'], stored['predict']
-    (tmp_path / reporting.CONFIG_FILE).write_text(json.dumps(stored))
-    assert reporting.config_changes(str(tmp_path), default.get_config()) == []
-    changed = default.get_config()
-    changed.model.width = 0.5
-    assert reporting.config_changes(str(tmp_path), changed) == ['model.width: 1.0 -> 0.5']

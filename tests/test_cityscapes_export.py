@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seg_jax import evaluate, export
+from seg_jax import cityscapes_export, evaluate
 from seg_jax.data.labels import LABEL_ID_TO_TRAIN_ID, TRAIN_ID_TO_LABEL_ID
 from seg_jax.errors import ConfigError
 
@@ -49,7 +49,7 @@ def test_exported_pngs_evaluate_to_seg_jax_metrics_with_cityscapesscripts(traine
     for truth, prediction in zip(ground_truths, exported):
         # Same city folder and image id, full resolution, label ids only.
         assert os.path.basename(prediction) == os.path.basename(truth).replace(
-            '_gtFine_labelIds.png', export.SUFFIX)
+            '_gtFine_labelIds.png', cityscapes_export.SUFFIX)
         assert os.path.basename(os.path.dirname(prediction)) == os.path.basename(
             os.path.dirname(truth))
         ids = np.asarray(Image.open(prediction))
@@ -92,7 +92,7 @@ def test_test_split_exports_for_the_benchmark_server(trained_run, tmp_path):
     config, workdir = trained_run
     evaluate.evaluate_checkpoint(export_config(config, tmp_path / 'export', split='test'),
                                  workdir)
-    exported = glob.glob(str(tmp_path / 'export' / 'test' / '*' / f'*{export.SUFFIX}'))
+    exported = glob.glob(str(tmp_path / 'export' / 'test' / '*' / f'*{cityscapes_export.SUFFIX}'))
     test_images = glob.glob(os.path.join(config.data.dir, 'leftImg8bit', 'test', '*', '*.png'))
     assert len(exported) == len(test_images) == 1
     assert os.path.basename(exported[0]).split('_pred')[0] == os.path.basename(

@@ -1,0 +1,55 @@
+"""Every check of a config that needs no data, made once, before anything is built or compiled.
+
+Each mode's entry point (training, ``--mode eval``, ``predict`` and ``benchmark``) calls
+``check_config(config, mode)`` first, so a bad value is refused in one line before a
+checkpoint is restored, a split is listed or a function is compiled, and nothing later checks
+it again. The checks themselves live with what they protect (the loss beside the losses, the
+inference settings beside inference, ...); this module only says which apply to which mode.
+Checks that need the data (the crop against the image size, the run's length in epochs) are
+made when the data is first opened (``seg_jax.train.training_setup``).
+"""
+
+import ml_collections
+
+from seg_jax import inference, losses, parallel
+from seg_jax.data import augment
+from seg_jax.errors import ConfigError
+from seg_jax.models import build_model
+
+MODES = ('train', 'eval', 'predict', 'benchmark')
+
+
+def _check_export(config: ml_collections.ConfigDict) -> None:
+    if config.eval.export_dir and config.data.eval_scale != 1.0:
+        raise ConfigError(
+            f'config.eval.export_dir exports predictions at full resolution, but '
+            f'config.data.eval_scale={config.data.eval_scale} resizes the images and labels '
+            'themselves. Set --config.data.eval_scale=1.0 and, to infer at another scale, '
+            f'--config.eval.scales="({config.data.eval_scale},)", which resizes only the '
+            'network\'s input and predicts at full resolution.')
+
+
+def _check_predict(config: ml_collections.ConfigDict) -> None:
+    if not config.predict.input:
+        raise ConfigError('--mode predict needs --config.predict.input: an image, a folder of '
+                          'images or a glob such as "photos/*.jpg".')
+    alpha = config.predict.overlay_alpha
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f'config.predict.overlay_alpha={alpha} must lie in [0, 1] (0: the '
+                          'photo alone, 1: the colours alone).')
+
+
+def check_config(config: ml_collections.ConfigDict, mode: str) -> None:
+    """Raises ``ConfigError`` (or a subclass) for the first value ``mode`` cannot honour."""
+    assert mode in MODES, mode
+    build_model(config.model)  # the model's fields (only constructs the module)
+    inference.inference_settings(config.eval)  # every mode infers (training evaluates)
+    parallel.check_batch_size(config.eval.batch_size, 'config.eval.batch_size')
+    if mode in ('train', 'benchmark'):
+        parallel.check_batch_size(config.global_batch_size, 'config.global_batch_size')
+        losses.check_loss_config(config.loss)
+        augment.check_train_options(**augment.train_options(config.data))
+    if mode == 'eval':
+        _check_export(config)
+    if mode == 'predict':
+        _check_predict(config)

@@ -1,0 +1,128 @@
+"""Pictures of a run: its learning curves and panels of images, ground truth and predictions.
+
+Everything here is a pure function from numbers and arrays to a ``Figure``, an RGB array or
+PNG bytes; writing them is the caller's (``seg_jax.history.Reporter``, ``seg_jax.compare``).
+Matplotlib is used through ``Figure`` objects, never pyplot: no global state and no display.
+"""
+
+import io
+import math
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image, ImageDraw, ImageFont
+
+from seg_jax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from seg_jax.data.labels import COURSE_CLASSES, PALETTE
+from seg_jax.errors import ShapeError
+from seg_jax.files import png_bytes
+
+# Prediction panels are shrunk (by an integer stride, so label colours stay exact) to this width.
+MAX_PANEL_WIDTH = 512
+PANEL_GAP = 4  # white pixels between tiles
+HEADER_HEIGHT = 20  # strip above the tiles for their titles
+PANEL_TITLES = ('image', 'ground truth', 'prediction')
+
+
+def _plot(axis: Axes, events: list[dict[str, Any]], key: str, label: str, **style) -> None:
+    """``key`` against step over ``events``, skipping events without it and None (NaN)."""
+    points = [(event['step'], event[key]) for event in events if event.get(key) is not None]
+    if points:
+        steps, values = zip(*points, strict=True)
+        # Markers keep a curve with a single point visible.
+        axis.plot(steps, values, label=label, marker='o' if len(points) < 30 else None,
+                  markersize=3, **style)
+
+
+def curves_figure(history: list[dict[str, Any]]) -> Figure:
+    """Losses, pixel accuracy, mIoU and the course classes' IoU against training steps."""
+    train = [event for event in history if event['kind'] == 'train']
+    evals: dict[str, list[dict[str, Any]]] = {}
+    for event in history:
+        if event['kind'] == 'eval':
+            evals.setdefault(event['split'], []).append(event)
+
+    figure = Figure(figsize=(12, 8), layout='constrained')
+    axes = figure.subplots(2, 2)
+    loss_axis, accuracy_axis, miou_axis, class_axis = axes.flat
+    _plot(loss_axis, train, 'loss', 'train', linewidth=1)
+    for split, events in evals.items():
+        _plot(loss_axis, events, 'loss', split)
+        _plot(accuracy_axis, events, 'pixel_accuracy', split)
+        _plot(miou_axis, events, 'miou', split)
+        _plot(miou_axis, events, 'seed_miou', f'{split} (seed IoU)', linestyle='--')
+        prefix = f'{split} ' if len(evals) > 1 else ''
+        for name in COURSE_CLASSES:
+            _plot(class_axis, events, f'iou/{name}', prefix + name)
+
+    titles = ('loss', 'pixel accuracy', 'mIoU', 'IoU of the course classes')
+    for axis, title in zip(axes.flat, titles, strict=True):
+        axis.set_title(title)
+        axis.set_xlabel('step')
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+        if axis.lines:
+            axis.legend(fontsize='small')
+        else:
+            axis.text(0.5, 0.5, 'no data yet', ha='center', va='center',
+                      transform=axis.transAxes, color='gray')
+    for axis in (accuracy_axis, miou_axis, class_axis):
+        axis.set_ylim(0, 1)
+    return figure
+
+
+def figure_png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format='png', dpi=100)
+    return buffer.getvalue()
+
+
+def denormalize(images: np.ndarray) -> np.ndarray:
+    """ImageNet-normalised float images back to uint8 RGB."""
+    rgb = np.asarray(images, np.float32) * IMAGENET_STD + IMAGENET_MEAN
+    return np.clip(np.round(255 * rgb), 0, 255).astype(np.uint8)
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """Train-id maps in the official Cityscapes colours; void (255) is black."""
+    return PALETTE[np.asarray(labels, np.int64)]
+
+
+def tile_grid(columns: list[np.ndarray]) -> np.ndarray:
+    """Columns of uint8 RGB tiles ``(N, H, W, 3)`` (one row per example) side by side on white,
+    below a strip for titles. Large tiles are subsampled by an integer stride (nearest
+    neighbour), so every label pixel keeps exactly its palette colour."""
+    stride = math.ceil(columns[0].shape[2] / MAX_PANEL_WIDTH)
+    tiles = [column[:, ::stride, ::stride] for column in columns]
+    count, height, width = tiles[0].shape[:3]
+    canvas = np.full((HEADER_HEIGHT + count * (height + PANEL_GAP) - PANEL_GAP,
+                      len(tiles) * (width + PANEL_GAP) - PANEL_GAP, 3), 255, np.uint8)
+    for column, tile in enumerate(tiles):
+        left = column * (width + PANEL_GAP)
+        for row in range(count):
+            top = HEADER_HEIGHT + row * (height + PANEL_GAP)
+            canvas[top:top + height, left:left + width] = tile[row]
+    return canvas
+
+
+def prediction_panel(images: np.ndarray, labels: np.ndarray,
+                     predictions: np.ndarray) -> np.ndarray:
+    """One row per example, image | ground truth | prediction (``tile_grid``), as uint8 RGB."""
+    if images.ndim != 4 or labels.shape != images.shape[:3] or predictions.shape != labels.shape:
+        raise ShapeError(f'Expected images (N, H, W, 3) with labels and predictions (N, H, W); '
+                         f'got {images.shape}, {labels.shape} and {predictions.shape}.')
+    return tile_grid([denormalize(images), colorize(labels), colorize(predictions)])
+
+
+def titled_png(canvas: np.ndarray, titles: list[str]) -> bytes:
+    """A ``tile_grid`` canvas as PNG bytes, each column titled in the strip above it."""
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=HEADER_HEIGHT - 6)
+    width = (canvas.shape[1] + PANEL_GAP) // len(titles)
+    for column, title in enumerate(titles):
+        draw.text((column * width + 2, 2), title, fill=(0, 0, 0), font=font)
+    return png_bytes(np.asarray(image))
