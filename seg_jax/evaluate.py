@@ -41,10 +41,13 @@ def eval_totals(log_probabilities: jax.Array, classes: jax.Array,
 
 @dataclasses.dataclass
 class EvalResult:
-    """One evaluation of a split."""
-    metrics: dict[str, Any]  # compute_metrics' values, loss, images, inference, seconds
-    confusion: np.ndarray  # (classes + 1, classes): rows ground truth (then void), columns predicted
-    sample: tuple[np.ndarray, np.ndarray, np.ndarray]  # this process's first images, labels, predictions
+    """One evaluation of a split: ``metrics`` (``compute_metrics``' values plus loss,
+    num_images, inference and seconds), the ``confusion`` matrix (rows: ground truth, then void;
+    columns: predicted), and a ``sample`` of this process's first images, labels and
+    predictions, for the prediction panel."""
+    metrics: dict[str, Any]
+    confusion: np.ndarray
+    sample: tuple[np.ndarray, np.ndarray, np.ndarray]
     labelled_pixels: int
 
 

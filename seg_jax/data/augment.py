@@ -8,9 +8,9 @@ holds an interpolated id. Every pixel that comes from outside the source (paddin
 corners) is ``IGNORE_LABEL`` in the label and the ImageNet mean (0 after normalisation) in the
 image.
 
-Pixel convention: pixel ``(row, col)`` has its centre at the continuous point ``(x=col,
-y=row)``, as in the transform op. Scaling and rotation act about the centres of the source and
-of the scaled canvas, so with scale 1 and angle 0 the map is an integer translation (plus
+Pixel convention (``seg_jax.data.warp``): pixel ``(row, col)`` has its centre at the continuous
+point ``(x=col, y=row)``, as in the transform op. Scaling and rotation act about the centres of
+the source and of the scaled canvas, so with scale 1 and angle 0 the map is an integer translation (plus
 mirror) and flip and crop are exact copies.
 
 Randomness is stateless: every draw is a pure function of the per-example seed, each quantity
@@ -22,12 +22,12 @@ redraws the crop position (up to 10 times) while one class dominates the crop, a
 ``photometric_style`` applies its PhotoMetricDistortion to the 8-bit crop (``photometric``).
 """
 
-import math
 from typing import Any, NamedTuple
 
 import ml_collections
 import tensorflow as tf
 
+from seg_jax.data import warp
 from seg_jax.data.crops import check_crop_size
 from seg_jax.data.labels import IGNORE_LABEL
 from seg_jax.data.photometric import (BRIGHTNESS_DELTA, CONTRAST_RANGE, HUE_DELTA,
@@ -213,79 +213,22 @@ def sample_distortion(seed: tf.Tensor) -> Distortion:
         hue_delta=_uniform(seed, _HUE_DELTA, -HUE_DELTA, HUE_DELTA, tf.int32))  # -18..17
 
 
-def _affine(a: tf.Tensor, b: tf.Tensor, c: tf.Tensor, d: tf.Tensor, tx: tf.Tensor,
-            ty: tf.Tensor) -> tf.Tensor:
-    """3x3 homogeneous matrix taking (x, y, 1) to (a x + b y + tx, c x + d y + ty, 1)."""
-    zero, one = tf.zeros([]), tf.ones([])
-    return tf.reshape(tf.stack([a, b, tx, c, d, ty, zero, zero, one]), [3, 3])
-
-
-def _translation(tx: tf.Tensor, ty: tf.Tensor) -> tf.Tensor:
-    one, zero = tf.ones([]), tf.zeros([])
-    return _affine(one, zero, zero, one, tx, ty)
-
-
-def _centre_point(size: tf.Tensor) -> tf.Tensor:
-    """Continuous (x, y) of the centre of an image of (height, width) ``size``."""
-    return (tf.cast(size[::-1], tf.float32) - 1.0) / 2.0
-
-
-def _canvas_to_source(image_size: tf.Tensor, canvas_size: tf.Tensor, scale: tf.Tensor,
-                      angle_degrees: tf.Tensor) -> tf.Tensor:
-    """Canvas point -> source point for a source scaled by ``scale`` and rotated by the angle
-    about its centre; the canvas centre maps to the source centre."""
-    radians = angle_degrees * (math.pi / 180.0)
-    cos, sin = tf.cos(radians) / scale, tf.sin(radians) / scale
-    source_centre, canvas_centre = _centre_point(image_size), _centre_point(canvas_size)
-    rotate_and_shrink = _affine(cos, -sin, sin, cos, tf.zeros([]), tf.zeros([]))
-    return (_translation(source_centre[0], source_centre[1]) @ rotate_and_shrink
-            @ _translation(-canvas_centre[0], -canvas_centre[1]))
-
-
-def _crop_to_canvas(geometry: Geometry, crop_size: tuple[int, int]) -> tf.Tensor:
-    """Crop pixel -> canvas point: mirror within the crop if flipped, then offset by the crop."""
-    mirror = tf.where(geometry.flip, -1.0, 1.0)
-    mirror_shift = tf.where(geometry.flip, float(crop_size[1] - 1), 0.0)
-    left, top = tf.cast(geometry.left, tf.float32), tf.cast(geometry.top, tf.float32)
-    one, zero = tf.ones([]), tf.zeros([])
-    return _affine(mirror, zero, zero, one, mirror_shift + left, top)
-
-
-def _projective_parameters(matrix: tf.Tensor) -> tf.Tensor:
-    """The op's 8 parameters of a 3x3 homogeneous matrix (its last entry is 1)."""
-    return tf.reshape(matrix, [9])[:8]
-
-
 def crop_transform(geometry: Geometry, image_size: tf.Tensor,
                    crop_size: tuple[int, int]) -> tf.Tensor:
     """The 8 projective parameters mapping crop pixels to source pixels for ``geometry``."""
     canvas_size = _scaled_size(image_size, geometry.scale)
-    matrix = (_canvas_to_source(image_size, canvas_size, geometry.scale, geometry.angle_degrees)
-              @ _crop_to_canvas(geometry, crop_size))
-    return _projective_parameters(matrix)
-
-
-def _warp(image: tf.Tensor, transform: tf.Tensor, output_size: tf.Tensor, interpolation: str,
-          fill_value: float) -> tf.Tensor:
-    """Resamples one HxWxC or HxW image at ``output_size`` through ``transform``."""
-    batched = image[tf.newaxis, ..., tf.newaxis] if image.shape.rank == 2 else image[tf.newaxis]
-    warped = tf.raw_ops.ImageProjectiveTransformV3(
-        images=batched, transforms=transform[tf.newaxis], output_shape=output_size,
-        fill_value=fill_value, interpolation=interpolation, fill_mode='CONSTANT')
-    return warped[0, ..., 0] if image.shape.rank == 2 else warped[0]
-
-
-def _warp_label(label: tf.Tensor, transform: tf.Tensor, output_size: tf.Tensor) -> tf.Tensor:
-    """The label resampled nearest (never an interpolated id), padding ``IGNORE_LABEL``."""
-    return _warp(label, transform, output_size, 'NEAREST', float(IGNORE_LABEL))
+    matrix = (warp.canvas_to_source(image_size, canvas_size, geometry.scale,
+                                    geometry.angle_degrees)
+              @ warp.crop_to_canvas(geometry.flip, geometry.left, geometry.top, crop_size))
+    return warp.projective_parameters(matrix)
 
 
 def _resample(image: tf.Tensor, label: tf.Tensor, transform: tf.Tensor,
               output_size: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Normalised float32 image (bilinear, padding = mean) and int32 label (nearest, padding =
     IGNORE_LABEL), both resampled through the same crop -> source ``transform``."""
-    centred = _warp(_centre(image), transform, output_size, 'BILINEAR', 0.0)
-    warped_label = _warp_label(label, transform, output_size)
+    centred = warp.warp(_centre(image), transform, output_size, 'BILINEAR', 0.0)
+    warped_label = warp.warp_label(label, transform, output_size)
     return _scale_by_std(centred), tf.cast(warped_label, tf.int32)
 
 
@@ -299,12 +242,13 @@ def _resample_distorted(image: tf.Tensor, label: tf.Tensor, transform: tf.Tensor
     ``_resample``'s, but the distortion moves it off the mean, so every pixel from outside the
     source (found by warping a mask of ones nearest, like the label) is set to exactly 0.
     """
-    centred = _warp(_centre(image), transform, output_size, 'BILINEAR', 0.0)
+    centred = warp.warp(_centre(image), transform, output_size, 'BILINEAR', 0.0)
     crop = tf.clip_by_value(tf.floor(centred + _MEAN_255 + 0.5), 0.0, 255.0)
-    inside = _warp(tf.ones(tf.shape(image)[:2]), transform, output_size, 'NEAREST', 0.0) > 0
+    ones = tf.ones(tf.shape(image)[:2])
+    inside = warp.warp(ones, transform, output_size, 'NEAREST', 0.0) > 0
     distorted = normalize(distort(crop, distortion))
     return (tf.where(inside[..., tf.newaxis], distorted, 0.0),
-            tf.cast(_warp_label(label, transform, output_size), tf.int32))
+            tf.cast(warp.warp_label(label, transform, output_size), tf.int32))
 
 
 def _balanced(label_crop: tf.Tensor, cat_max_ratio: float) -> tf.Tensor:
@@ -340,7 +284,7 @@ def balance_crop(seed: tf.Tensor, geometry: Geometry, label: tf.Tensor, *,
 
     def unbalanced(top: tf.Tensor, left: tf.Tensor) -> tf.Tensor:
         transform = crop_transform(at(top, left), image_size, crop_size)
-        return ~_balanced(_warp_label(label, transform, output_size), cat_max_ratio)
+        return ~_balanced(warp.warp_label(label, transform, output_size), cat_max_ratio)
 
     def keep_drawing(draws: tf.Tensor, top: tf.Tensor, left: tf.Tensor) -> tf.Tensor:
         return tf.cond(draws > MAX_CROP_CHECKS, lambda: tf.constant(False),
@@ -413,6 +357,6 @@ def eval_transform(image: tf.Tensor, label: tf.Tensor, *,
     image_size = tf.shape(image)[:2]
     factor = tf.constant(scale, tf.float32)
     output_size = _scaled_size(image_size, factor)
-    transform = _projective_parameters(
-        _canvas_to_source(image_size, output_size, factor, tf.zeros([])))
+    transform = warp.projective_parameters(
+        warp.canvas_to_source(image_size, output_size, factor, tf.zeros([])))
     return _resample(image, label, transform, output_size)

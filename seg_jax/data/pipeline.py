@@ -29,7 +29,7 @@ from absl import logging
 from seg_jax.data import augment
 from seg_jax.data.cityscapes import BAD_EXAMPLE, FIX_BAD_EXAMPLE, Split, open_split
 from seg_jax.data.labels import CLASS_NAMES, IGNORE_LABEL, LABEL_ID_TO_TRAIN_ID, NUM_CLASSES
-from seg_jax.errors import DataError, first_few
+from seg_jax.errors import ConfigError, DataError, first_few
 from seg_jax.files import folder_lock, write_atomically
 
 SHUFFLE_STREAM, AUGMENT_STREAM = 0, 1
@@ -46,10 +46,13 @@ def _processes(process_index: int | None, process_count: int | None) -> tuple[in
             jax.process_count() if process_count is None else process_count)
 
 
-def per_process_batch(global_batch: int, process_count: int) -> int:
-    """Each process's share of a global batch; that it divides evenly (it is a multiple of the
-    device count) is checked with the config (``seg_jax.config_checks``)."""
-    assert global_batch % process_count == 0, (global_batch, process_count)
+def per_process_batch(global_batch: int, process_count: int, what: str) -> int:
+    """Each process's share of a global batch. A run's config was checked against the devices
+    (``seg_jax.config_checks``), which divides it over the processes too; this guards the
+    datasets' own callers, which name the process count themselves."""
+    if global_batch < 1 or global_batch % process_count:
+        raise ConfigError(f'{what}={global_batch} must be a positive multiple of the number of '
+                          f'processes ({process_count}), so every process gets the same share.')
     return global_batch // process_count
 
 
@@ -69,7 +72,8 @@ def train_dataset(config: ml_collections.ConfigDict, *, start_step: int = 0,
 
 def _train_dataset(config: ml_collections.ConfigDict, split: Split, start_step: int,
                    process_index: int, process_count: int) -> tf.data.Dataset:
-    host_batch = per_process_batch(config.global_batch_size, process_count)
+    host_batch = per_process_batch(config.global_batch_size, process_count,
+                                   'config.global_batch_size')
     data, size = config.data, split.size
     options = augment.train_options(data)
 
@@ -109,7 +113,8 @@ def eval_dataset(config: ml_collections.ConfigDict, split_name: str, *,
 
 def _eval_dataset(config: ml_collections.ConfigDict, split: Split, process_index: int,
                   process_count: int) -> tf.data.Dataset:
-    host_batch = per_process_batch(config.eval.batch_size, process_count)
+    host_batch = per_process_batch(config.eval.batch_size, process_count,
+                                   'config.eval.batch_size')
     per_process = -(-split.size // process_count)
     num_batches = -(-per_process // host_batch)
 
