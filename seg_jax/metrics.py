@@ -15,12 +15,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seg_jax.data.labels import CLASS_NAMES, COURSE_CLASSES, NUM_CLASSES
+from seg_jax.data.labels import CLASS_NAMES, COURSE_CLASSES, IGNORE_LABEL, NUM_CLASSES
 
 
 def predictions_from_logits(logits: jax.Array) -> jax.Array:
     """Per-pixel class: argmax over the last (class) axis of ``(N, H, W, C)`` logits, int32."""
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
+def pixel_accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """The share of a batch's labelled pixels whose argmax class is right (0 with none), on
+    the devices: the training step's running accuracy."""
+    valid = labels != IGNORE_LABEL
+    correct = (predictions_from_logits(logits) == labels) & valid
+    return correct.sum() / jnp.maximum(valid.sum(), 1)
 
 
 def confusion_matrix(predictions: jax.Array, labels: jax.Array, mask: jax.Array | None = None,

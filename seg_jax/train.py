@@ -24,9 +24,7 @@ from absl import logging
 
 from seg_jax import (checkpoints, config_checks, evaluate, health, losses, metrics, optim,
                      parallel, preemption, pretrained)
-from seg_jax.data import crops, pipeline
-from seg_jax.data.cityscapes import Split, open_split
-from seg_jax.data.labels import IGNORE_LABEL
+from seg_jax.data import pipeline
 from seg_jax.history import Reporter
 from seg_jax.models import build_model
 from seg_jax.progress import Progress
@@ -62,10 +60,8 @@ def make_train_step(loss_config: ml_collections.ConfigDict, class_weights: np.nd
         updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
         new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
                                  state).replace(step=updated.step)
-        valid = batch['label'] != IGNORE_LABEL
-        correct = (metrics.predictions_from_logits(logits) == batch['label']) & valid
         logged = {**terms, 'learning_rate': schedule(state.step),
-                  'pixel_accuracy': correct.sum() / jnp.maximum(valid.sum(), 1)}
+                  'pixel_accuracy': metrics.pixel_accuracy(logits, batch['label'])}
         # Steps are numbered from 1, as the loop and the logs number them.
         record = health.record_step(record, state.step + 1, loss_finite, grads_finite)
         return new_state, logged, record
@@ -83,17 +79,15 @@ class TrainingSetup:
     schedule: optax.Schedule
     class_weights: np.ndarray | None
     total_steps: int
-    train_split: Split
+    train_split: pipeline.Split
 
 
 def training_setup(config: ml_collections.ConfigDict) -> TrainingSetup:
     """The run's setup; reads the training split's size and first image (for the crop check)
     and, for class weights computed from them, its pixel counts, so a missing or broken data set
     or a config that does not fit it fails here, before compiling."""
-    train_split = open_split(config.data, 'train')
+    train_split = pipeline.open_training_split(config)
     total_steps, steps_per_epoch = optim.training_length(config, train_split.size)
-    crops.check_crop_fits_images(config.data.crop_size, config.data.scale_range,
-                                 pipeline.image_size(train_split))
     class_weights = losses.resolve_class_weights(
         config.loss, lambda: pipeline.class_pixel_counts(config, train_split))
     tx, schedule = optim.build_optimizer(config, total_steps, steps_per_epoch)

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from seg_jax.data import augment
+from seg_jax.data import augment, crops
 from seg_jax.data.cityscapes import BAD_EXAMPLE, FIX_BAD_EXAMPLE, Split, open_split
 from seg_jax.data.labels import CLASS_NAMES, IGNORE_LABEL, LABEL_ID_TO_TRAIN_ID, NUM_CLASSES
 from seg_jax.errors import ConfigError, DataError, first_few
@@ -249,6 +249,15 @@ def image_size(split: Split) -> tuple[int, int]:
     with named_data_errors(split):
         image = split.read(tf.constant(0, tf.int64))['image']
     return tuple(int(side) for side in image.shape[:2])
+
+
+def open_training_split(config: ml_collections.ConfigDict) -> Split:
+    """The training split, opened once for the whole run, refused when the training crop is
+    larger than its images even at the largest rescale factor."""
+    split = open_split(config.data, 'train')
+    crops.check_crop_fits_images(config.data.crop_size, config.data.scale_range,
+                                 image_size(split))
+    return split
 
 
 def build_input(config: ml_collections.ConfigDict, split: str | Split, *,
