@@ -5,8 +5,10 @@ Logits are NHWC ``(N, H, W, C)``; labels are ``(N, H, W)`` train ids ``0..C-1`` 
 everywhere has loss 0 and a zero (finite) gradient rather than 0/0.
 
 Everything that reads ``config.loss`` branches on Python values only, so the loss jit-compiles
-with the config closed over as a constant. Class weights are resolved on the host, once, by
-``resolve_class_weights`` and passed in as an array.
+with the config closed over as a constant. ``config.loss`` is validated on the host, once, by
+``check_loss_config``, and class weights are resolved (and their values checked) by
+``resolve_class_weights`` and passed in as an array; the functions traced inside the step check
+only what they are given (shapes, and arguments for direct callers).
 
 ``config.loss`` fields:
   name: 'ce' | 'weighted_ce' | 'dice' | 'ce_dice' (ce + dice_weight * dice).
@@ -42,6 +44,22 @@ WEIGHT_METHODS = ('course', 'median_frequency')
 _WEIGHTED_LOSSES = ('weighted_ce', 'ce_dice')
 # Additive smoothing of the dice ratios: keeps them finite for classes absent from a batch.
 DICE_SMOOTHING = 1.0
+
+
+def _check_known(field: str, value: object, choices: Sequence[str], or_else: str = '') -> None:
+    if value not in choices:
+        raise ConfigError(f'config.loss.{field}={value!r} is not known; use one of '
+                          f'{list(choices)}{or_else}.')
+
+
+def _check_weight_method(method: str) -> None:
+    _check_known('class_weights', method, WEIGHT_METHODS, ', an explicit list of weights, or None')
+
+
+def _check_argument(function: str, argument: str, value: object, choices: Sequence) -> None:
+    """For direct callers of the loss functions; ``config.loss`` is ``check_loss_config``'s."""
+    if value not in choices:
+        raise ValueError(f'{function}: {argument}={value!r} is not one of {list(choices)}.')
 
 
 def _valid_mask_and_safe_labels(labels: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -82,6 +100,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
     ``normalizer='all'`` divides the same sum by the number of pixels instead, void included
     (mmsegmentation's ``avg_non_ignore=False``): a batch with more void pixels weighs less.
     """
+    _check_argument('cross_entropy', 'normalizer', normalizer, NORMALIZERS)
     _check_shapes(logits, labels)
     valid, safe_labels = _valid_mask_and_safe_labels(labels)
     per_pixel = optax.softmax_cross_entropy_with_integer_labels(
@@ -97,9 +116,6 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
     total = jnp.sum(pixel_weights * per_pixel)
     if normalizer == 'all':
         return total / labels.size
-    if normalizer != 'valid':
-        raise ConfigError(f'cross-entropy normalizer {normalizer!r} is not known; use one of '
-                          f'{list(NORMALIZERS)} (config.loss.normalizer).')
     return _safe_ratio(total, jnp.sum(pixel_weights))
 
 
@@ -115,9 +131,7 @@ def dice_loss(logits: jax.Array, labels: jax.Array, variant: str = 'per_class') 
     'global': the course's single dice over all classes and pixels,
       ``1 - (2 sum(p t) + s) / (sum(p^2) + sum(t^2) + s)``.
     """
-    if variant not in DICE_VARIANTS:
-        raise ConfigError(f'dice variant {variant!r} is not known; use one of '
-                          f'{list(DICE_VARIANTS)} (config.loss.dice_variant).')
+    _check_argument('dice_loss', 'variant', variant, DICE_VARIANTS)
     _check_shapes(logits, labels)
     valid, safe_labels = _valid_mask_and_safe_labels(labels)
     mask = valid[..., None]
@@ -145,9 +159,7 @@ def class_weights(pixel_counts: np.ndarray, method: str) -> np.ndarray:
     weight of the counted classes (the min and median also skip it). Weights thus stay positive
     and finite, and such a class is weighted, not dropped, should it appear after all.
     """
-    if method not in WEIGHT_METHODS:
-        raise ConfigError(f'config.loss.class_weights={method!r} is not known; use one of '
-                          f'{list(WEIGHT_METHODS)}, an explicit list of weights, or None.')
+    _check_weight_method(method)
     counts = np.asarray(pixel_counts, np.float64)
     if counts.ndim != 1 or np.any(counts < 0) or not np.all(np.isfinite(counts)):
         raise DataError(f'pixel counts must be a 1-D array of non-negative numbers, got {counts}.')
@@ -209,27 +221,22 @@ def _check_nonnegative(loss_config: ml_collections.ConfigDict, field: str) -> No
 def check_loss_config(loss_config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for a ``config.loss`` that ``segmentation_loss`` cannot honour.
 
-    Cheap and host-side: call it before building the data pipeline and compiling the step.
+    The one validation of ``config.loss`` (``resolve_class_weights`` checks the weights' values,
+    which need the number of classes). Cheap and host-side: call it before building the data
+    pipeline and compiling the step.
     """
-    if loss_config.name not in LOSS_NAMES:
-        raise ConfigError(f'config.loss.name={loss_config.name!r} is not known; use one of '
-                          f'{list(LOSS_NAMES)}.')
-    if loss_config.dice_variant not in DICE_VARIANTS:
-        raise ConfigError(f'config.loss.dice_variant={loss_config.dice_variant!r} is not known; '
-                          f'use one of {list(DICE_VARIANTS)}.')
+    _check_known('name', loss_config.name, LOSS_NAMES)
+    _check_known('dice_variant', loss_config.dice_variant, DICE_VARIANTS)
     _check_nonnegative(loss_config, 'dice_weight')
     _check_nonnegative(loss_config, 'aux_weight')
-    if loss_config.normalizer not in NORMALIZERS:
-        raise ConfigError(f'config.loss.normalizer={loss_config.normalizer!r} is not known; use '
-                          f'one of {list(NORMALIZERS)}.')
+    _check_known('normalizer', loss_config.normalizer, NORMALIZERS)
     if loss_config.name == 'dice' and loss_config.normalizer != 'valid':
         raise ConfigError(f'config.loss.normalizer={loss_config.normalizer!r} divides the '
                           "cross-entropy, which config.loss.name='dice' does not have; leave it "
                           "at 'valid', or use name='ce_dice'.")
     weights = loss_config.class_weights
-    if isinstance(weights, str) and weights not in WEIGHT_METHODS:
-        raise ConfigError(f'config.loss.class_weights={weights!r} is not known; use one of '
-                          f'{list(WEIGHT_METHODS)}, an explicit list of weights, or None.')
+    if isinstance(weights, str):
+        _check_weight_method(weights)
     if loss_config.name == 'weighted_ce' and weights is None:
         raise ConfigError("config.loss.name='weighted_ce' needs config.loss.class_weights: set it "
                           f'to one of {list(WEIGHT_METHODS)} or a list of weights, or use '
@@ -254,6 +261,19 @@ def _single_head_loss(logits: jax.Array, labels: jax.Array,
     return {'total': ce + loss_config.dice_weight * dice, 'ce': ce, 'dice': dice}
 
 
+def _check_weights_array(name: str, class_weights: jax.Array | np.ndarray | None) -> None:
+    """The array passed to ``segmentation_loss`` against the loss, which check_loss_config has
+    matched with config.loss.class_weights: a mismatch means it is not their resolution."""
+    if name == 'weighted_ce' and class_weights is None:
+        problem = 'needs class weights, but segmentation_loss was passed none'
+    elif name not in _WEIGHTED_LOSSES and class_weights is not None:
+        problem = 'does not use class weights, but segmentation_loss was passed some'
+    else:
+        return
+    raise ConfigError(f'config.loss.name={name!r} {problem}; pass it '
+                      'resolve_class_weights(config.loss, ...).')
+
+
 def segmentation_loss(outputs: Mapping[str, jax.Array], labels: jax.Array,
                       loss_config: ml_collections.ConfigDict,
                       class_weights: jax.Array | np.ndarray | None = None
@@ -265,13 +285,10 @@ def segmentation_loss(outputs: Mapping[str, jax.Array], labels: jax.Array,
     ``resolve_class_weights``. Terms: 'loss' (the total), 'main', 'aux' when there is an
     auxiliary head, and 'ce' / 'dice' (of the main head) for 'ce_dice'.
     """
+    # Repeats the caller's check at trace time (no cost at run time): tests/test_losses.py
+    # expects segmentation_loss itself to reject a bad config.loss.
     check_loss_config(loss_config)
-    if loss_config.name == 'weighted_ce' and class_weights is None:
-        raise ConfigError("config.loss.name='weighted_ce' needs the class_weights array: pass "
-                          'resolve_class_weights(config.loss, ...) to segmentation_loss.')
-    if loss_config.name not in _WEIGHTED_LOSSES and class_weights is not None:
-        raise ConfigError(f'config.loss.name={loss_config.name!r} does not use class weights, but '
-                          "some were passed; use 'weighted_ce' or 'ce_dice', or pass None.")
+    _check_weights_array(loss_config.name, class_weights)
     main = _single_head_loss(outputs['out'], labels, loss_config, class_weights)
     terms = {'main': main['total']}
     terms.update({key: value for key, value in main.items() if key != 'total'})

@@ -1,4 +1,5 @@
-"""DeepLabv3 and torchvision's FCN: dilated backbone -> head, auxiliary FCN head.
+"""DeepLabv3 and torchvision's FCN (models 'deeplabv3' and 'fcn_resnet'): dilated backbone
+-> head, and torchvision's FCN head as the auxiliary head.
 
 Mirrors torchvision's ``segmentation/deeplabv3.py`` and ``segmentation/fcn.py`` module for module
 and name for name (``backbone``, ``classifier/0/convs/...``, ``classifier/1``,
@@ -34,8 +35,9 @@ class DeepLabHead(nn.Module):
         return conv(self.num_classes, 1, use_bias=True, name='4', **kw)(x)
 
 
-class FCNHead(nn.Module):
-    """``Sequential(conv3x3 C->C/4, BN, ReLU, Dropout(0.1), conv1x1)``: the auxiliary head."""
+class TorchvisionFCNHead(nn.Module):
+    """torchvision's ``segmentation.fcn.FCNHead``, ``Sequential(conv3x3 C->C/4, BN, ReLU,
+    Dropout(0.1), conv1x1)``: fcn_resnet's classifier and both networks' auxiliary head."""
     num_classes: int
     initializer: str = 'xavier'
     dtype: Any = jnp.float32
@@ -49,6 +51,7 @@ class FCNHead(nn.Module):
         return conv(self.num_classes, 1, use_bias=True, name='4', **kw)(x)
 
 
+# DeepLabV3.head: 'deeplabv3' (DeepLabHead) or 'fcn', torchvision's FCN (TorchvisionFCNHead).
 HEADS = ('deeplabv3', 'fcn')
 
 
@@ -57,7 +60,8 @@ class DeepLabV3(nn.Module):
 
     ``head='deeplabv3'``: the ASPP head with 256 channels (about 0.65 TFLOP forward per 512x1024 crop;
     mmsegmentation's 512-ch head is the 1.1-TFLOP one). ``head='fcn'``: torchvision's
-    ``fcn_resnet50/101``, an FCN head (conv3x3 to C/4 channels) on the same dilated backbone.
+    ``fcn_resnet50/101``, its ``TorchvisionFCNHead`` (conv3x3 to C/4 channels) on the same
+    dilated backbone.
     Logits are upsampled bilinearly (align_corners=False), as torchvision does.
     """
     backbone: nn.Module
@@ -79,13 +83,14 @@ class DeepLabV3(nn.Module):
             classifier = DeepLabHead(self.num_classes, atrous_rates(self.output_stride),
                                      scaled(256, self.width), name='classifier', **kw)
         else:
-            classifier = FCNHead(self.num_classes, name='classifier', **kw)
+            classifier = TorchvisionFCNHead(self.num_classes, name='classifier', **kw)
         logits = classifier(features['out'], train)
         outputs = {'out': resize_bilinear(logits, size).astype(jnp.float32)}
         # At init the aux head is built whatever `train` is, so its parameters always exist;
         # evaluation neither returns nor computes it.
         if self.aux_head and (train or self.is_initializing()):
-            aux = FCNHead(self.num_classes, name='aux_classifier', **kw)(features['aux'], train)
+            aux = TorchvisionFCNHead(self.num_classes, name='aux_classifier', **kw)(
+                features['aux'], train)
             if train:
                 outputs['aux'] = resize_bilinear(aux, size).astype(jnp.float32)
         return outputs

@@ -232,8 +232,10 @@ class PyramidPoolingModule(nn.Module):
 
 
 class FCNHead(nn.Module):
-    """mmseg's ``FCNHead`` as the auxiliary head on layer3: ``convs/0`` (3x3 ``ConvModule``),
-    no concatenation with the input, dropout, ``conv_seg``."""
+    """mmsegmentation's ``FCNHead`` as its networks' auxiliary head (``auxiliary_head``) on
+    layer3: ``convs/0`` (3x3 ``ConvModule``), no concatenation with the input, dropout,
+    ``conv_seg``. Named as mmseg's class; torchvision's different FCN head is
+    ``seg_jax.models.deeplab.TorchvisionFCNHead``, the course's FCN ``seg_jax.models.deconvnet``."""
     num_classes: int
     channels: int = 256
     initializer: str = 'xavier'

@@ -1,8 +1,12 @@
-"""The course's FCN baseline and ResNet encoder + transposed-conv decoder.
+"""The course's FCN baseline (model 'fcn') and ResNet encoder + transposed-conv decoder
+(model 'resnet_deconv').
 
 Both are an encoder at output stride 32 followed by the same decoder, five 3x3 stride-2
 transposed convs (each exactly doubles the size) without skip connections, so both are one
-``DeconvNet`` with a different ``backbone``: the FCN's five stride-2 convs, or a ResNet.
+``DeconvNet`` with a different ``backbone``: the course's five stride-2 convs
+(``CourseFCNEncoder``), or a ResNet. Not to be confused with torchvision's FCN
+(``seg_jax.models.deeplab.TorchvisionFCNHead``, model 'fcn_resnet') or mmsegmentation's
+auxiliary ``FCNHead`` (``seg_jax.models.mmseg``).
 """
 
 from typing import Any
@@ -16,8 +20,9 @@ from seg_jax.models.layers import ConvBN, check_input, conv, scaled
 DECODER_CHANNELS = (512, 256, 128, 64, 32)
 
 
-class FCNEncoder(nn.Module):
-    """Five [3x3 conv stride 2 -> BN -> ReLU], 3->32->64->128->256->512 channels."""
+class CourseFCNEncoder(nn.Module):
+    """The course's FCN encoder: five [3x3 conv stride 2 -> BN -> ReLU],
+    3->32->64->128->256->512 channels."""
     width: float = 1.0
     initializer: str = 'xavier'
     dtype: Any = jnp.float32
