@@ -16,7 +16,7 @@ import pytest
 import tiny_config
 from conftest import MMSEG_CONFIGS, load_config
 from seg_jax import health as run_health
-from seg_jax import evaluate, parallel, pretrained, restore, train
+from seg_jax import evaluate, parallel, pretrained, restore, train, weights_file
 from seg_jax.data.cityscapes import open_split
 from seg_jax.errors import ConfigError
 from seg_jax.models import build_model
@@ -169,7 +169,7 @@ def test_a_file_that_would_run_code_is_refused_without_running_it(reference, tmp
     with pytest.raises(pretrained.WeightsError, match=(
             r'holds (_?io|builtins)\.open, which a weights-only load does not build: seg_jax never '
             'runs code')):
-        pretrained.read_weights(str(path))
+        weights_file.read_weights(str(path))
     assert not marker.exists()
     # A numpy scalar in the meta (as mmseg's hook messages may hold) is read, pickled by numpy 2
     # or, as the model zoo's files were, by numpy 1 (numpy.core, not numpy._core).
@@ -180,7 +180,7 @@ def test_a_file_that_would_run_code_is_refused_without_running_it(reference, tmp
     numpy1 = tmp_path / 'numpy1.pth'
     numpy1.write_bytes(numpy2.replace(b'numpy._core.multiarray', b'numpy.core.multiarray'))
     for written in (path, numpy1):
-        weights = pretrained.read_weights(str(written))
+        weights = weights_file.read_weights(str(written))
         assert weights.meta['iter'] == 80000 and len(weights.state) == len(model.state_dict())
         score = weights.meta['best_score']
         assert type(score) is np.float64 and score == 0.79
@@ -191,9 +191,9 @@ def test_converted_checkpoints_keep_their_meta(checkpoint_files, tmp_path):
     _, path = checkpoint_files['deeplabv3_r50_d8']
     converted = str(tmp_path / 'deeplabv3.safetensors')
     assert convert(path, converted) == 'deeplabv3_r50-d8'
-    weights = pretrained.read_weights(converted)
+    weights = weights_file.read_weights(converted)
     assert weights.meta['CLASSES'] == list(pretrained.CLASS_NAMES)
-    assert weights.state.keys() == pretrained.read_weights(path).state.keys()
+    assert weights.state.keys() == weights_file.read_weights(path).state.keys()
 
 
 @pytest.fixture(scope='module')

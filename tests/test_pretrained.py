@@ -20,7 +20,7 @@ import pytest
 
 import tiny_config
 from conftest import REPO, load_config
-from seg_jax import pretrained, train
+from seg_jax import pretrained, train, weights_file
 from seg_jax.models import build_model
 from seg_jax.models.resnet import ResNet
 from seg_jax.models.vgg import VGG16BN, VGGFeatures
@@ -303,7 +303,7 @@ def test_convert_weights_writes_the_same_tensors_and_never_overwrites(torch_refe
     result = run_converter(str(source), str(converted))
     assert result.returncode == 0, result.stderr
     assert 'torchvision resnet18' in result.stdout
-    from_pth, from_safetensors = (pretrained.read_weights(str(p)).state
+    from_pth, from_safetensors = (weights_file.read_weights(str(p)).state
                                   for p in (source, converted))
     assert from_pth.keys() == from_safetensors.keys()
     for key, value in from_pth.items():

@@ -17,7 +17,8 @@ import os
 import sys
 
 from seg_jax.files import write_atomically
-from seg_jax.pretrained import WeightsError, family, identify, read_weights
+from seg_jax.pretrained import family, identify
+from seg_jax.weights_file import WeightsError, read_weights
 
 
 def convert(source: str, destination: str) -> str:
