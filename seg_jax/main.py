@@ -2,8 +2,6 @@
 
 import json
 import os
-import re
-import runpy
 import sys
 
 import jax
@@ -13,6 +11,7 @@ from ml_collections import config_flags
 
 from seg_jax import distributed, preemption
 from seg_jax.errors import SegJaxError
+from seg_jax.flag_errors import parse_flags
 from seg_jax.summary import model_summary
 
 
@@ -88,76 +87,6 @@ _DISTRIBUTED = flags.DEFINE_enum(
 _DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
     'distributed_timeout', 300, 'Seconds to wait for every process of the job to join.',
     lower_bound=1)
-
-
-def _override_fields(argv: list[str], key: str) -> list[str]:
-    """The fields beside ``key`` where a ``--config.PATH.key=...`` override in ``argv`` tried to
-    set it (the config file loaded again), or [] where that cannot be told."""
-    config_file = next((arg.partition('=')[2] or next(iter(argv[i + 1:]), '')
-                        for i, arg in enumerate(argv)
-                        if arg == '--config' or arg.startswith('--config=')), '')
-    path = next((arg[len('--config.'):].partition('=')[0] for arg in argv
-                 if re.match(rf'--config\.([\w.]+\.)?{key}=', arg)), None)
-    if not config_file or path is None:
-        return []
-    try:
-        node = runpy.run_path(config_file)['get_config']()
-        for part in path.split('.')[:-1]:
-            node = node[part]
-        return list(node.keys())
-    except Exception:  # noqa: BLE001  only improves the message of an error reported anyway
-        return []
-
-
-def _unknown_field_message(detail: str, fields: list[str] | None = None) -> str:
-    """ml_collections' error for a field that a locked config lacks, as one line naming the
-    valid fields (``fields``, else those listed in a config file's error text)."""
-    key = re.search(r'Key "([^"]+)" does not exist', detail) or re.match(r"'(\w+)'", detail)
-    fields = fields or re.findall(r"'(\w+)': ", detail.partition('Other fields present:')[2])
-    guess = re.search(r'Did you mean "([^"]+)"', detail)
-    return (f'the config has no field {key.group(1) if key else detail!r}'
-            + (f' (did you mean {guess.group(1)!r}?)' if guess else '')
-            + (f'; the fields beside it are: {", ".join(fields)}' if fields else '')
-            + '. Configs are locked so that a misspelt field is an error, not silently ignored; '
-            'configs/default.py lists every field.')
-
-
-def _config_file_message(message: str) -> str:
-    """A flag error holding a traceback (a config file that raised) as one line: where in the
-    user's file, and what went wrong, with ml_collections' type error said plainly."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    own_frames = [line for line in lines if line.startswith('File "') and 'site-packages' not in line]
-    cause = lines[-1]
-    wrong_type = re.search(r"Could not override field '(\w+)' \(reference\)\. (.*) is of original "
-                           r"type <class '(\w+)'> and cannot be casted to type <class '(\w+)'>",
-                           cause)
-    if wrong_type:
-        field, value, given, wanted = wrong_type.groups()
-        cause = f'field {field} must be of type {wanted}, not {given} ({value!r})'
-    elif 'does not exist and cannot be added' in cause:
-        cause = _unknown_field_message(cause)
-    where = own_frames[-1].split(', in ')[0] if own_frames else ''
-    return f'{lines[0]} {where}: {cause}'
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with one-line errors (no traceback) for a bad ``--config`` file or
-    override: a field the config does not have (ml_collections raises a bare KeyError from
-    deep inside, or a traceback for a config file) or a value of the wrong type."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        message = str(error)
-        if 'Traceback (most recent call last)' in message:
-            message = _config_file_message(message)
-        sys.exit(f'error: {" ".join(message.split())} (--helpfull lists the flags)')
-    except (AttributeError, KeyError) as error:
-        detail = error
-        while isinstance(detail, Exception) and detail.args:
-            detail = detail.args[0]
-        detail = ' '.join(str(detail).split())
-        key = re.match(r"'(\w+)'", detail)
-        sys.exit(f'error: {_unknown_field_message(detail, key and _override_fields(argv, key[1]))}')
 
 
 def main(argv: list[str]) -> None:
