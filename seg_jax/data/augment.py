@@ -120,11 +120,11 @@ def check_train_options(*, crop_size: tuple[int, int], scale_range: tuple[float,
                         photometric_style: str = 'jitter', cat_max_ratio: float = 1.0) -> None:
     """Raises ``ConfigError`` for ``train_transform`` options it cannot honour.
 
-    ``train_transform`` checks its arguments itself (it is called on its own, too); a run checks
-    its config's options with the rest of the config before it builds anything
-    (``seg_jax.config_checks``), since an error raised while tf.data traces its map function
-    reaches the user wrapped in tf's StagingError rather than as the ConfigError that ``main``
-    prints without a traceback.
+    A run checks its config's options with the rest of the config before it builds anything
+    (``seg_jax.config_checks``); ``train_transform`` and the training dataset check them too,
+    for their own callers, before tf.data traces anything: an error raised while tf.data
+    traces its map function reaches the user wrapped in tf's StagingError rather than as the
+    ConfigError that ``main`` prints without a traceback.
     """
     _check_geometry_args(crop_size, scale_range, rotation_degrees)
     check_photometric(photometric, photometric_style)

@@ -76,6 +76,9 @@ def _train_dataset(config: ml_collections.ConfigDict, split: Split, start_step: 
                                    'config.global_batch_size')
     data, size = config.data, split.size
     options = augment.train_options(data)
+    # A run checked these with its config already; the dataset's own callers get the same
+    # ConfigError here, not tf.data's StagingError from inside the tracing of ``load``.
+    augment.check_train_options(**options)
 
     def load(host_position: tf.Tensor) -> dict[str, tf.Tensor]:
         step, slot = host_position // host_batch, host_position % host_batch
