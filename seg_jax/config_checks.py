@@ -2,11 +2,14 @@
 
 Each mode's entry point (training, ``--mode eval``, ``predict`` and ``benchmark``) calls
 ``check_config(config, mode)`` first, so a bad value is refused in one line before a
-checkpoint is restored, a split is listed or a function is compiled, and nothing later checks
-it again. The checks themselves live with what they protect (the loss beside the losses, the
-inference settings beside inference, ...); this module only says which apply to which mode.
-Checks that need the data (the crop against the image size, the run's length in epochs) are
-made when the data is first opened (``seg_jax.train.training_setup``).
+checkpoint is restored, a split is listed or a function is compiled. The checks themselves live
+with what they protect (the loss beside the losses, the inference settings beside inference,
+...); this module only says which apply to which mode. The public functions that take those
+values as arguments (``losses.segmentation_loss``, ``augment.train_transform``, the training
+dataset) still check them for their own callers.
+The model's fields are checked by ``build_model``, which each mode calls once, first of what it
+builds; checks that need the data (the crop against the image size, the run's length in
+epochs) are made when the data is first opened (``seg_jax.train.training_setup``).
 """
 
 import ml_collections
@@ -14,7 +17,6 @@ import ml_collections
 from seg_jax import inference, losses, parallel
 from seg_jax.data import augment
 from seg_jax.errors import ConfigError
-from seg_jax.models import build_model
 
 MODES = ('train', 'eval', 'predict', 'benchmark')
 
@@ -42,7 +44,6 @@ def _check_predict(config: ml_collections.ConfigDict) -> None:
 def check_config(config: ml_collections.ConfigDict, mode: str) -> None:
     """Raises ``ConfigError`` (or a subclass) for the first value ``mode`` cannot honour."""
     assert mode in MODES, mode
-    build_model(config.model)  # the model's fields (only constructs the module)
     inference.inference_settings(config.eval)  # every mode infers (training evaluates)
     parallel.check_batch_size(config.eval.batch_size, 'config.eval.batch_size')
     if mode in ('train', 'benchmark'):

@@ -86,13 +86,13 @@ def training_setup(config: ml_collections.ConfigDict) -> TrainingSetup:
     """The run's setup; reads the training split's size and first image (for the crop check)
     and, for class weights computed from them, its pixel counts, so a missing or broken data set
     or a config that does not fit it fails here, before compiling."""
+    model = build_model(config.model)  # checks the model's fields before any data is read
     train_split = pipeline.open_training_split(config)
     total_steps, steps_per_epoch = optim.training_length(config, train_split.size)
     class_weights = losses.resolve_class_weights(
         config.loss, lambda: pipeline.class_pixel_counts(config, train_split))
     tx, schedule = optim.build_optimizer(config, total_steps, steps_per_epoch)
-    return TrainingSetup(build_model(config.model), tx, schedule, class_weights, total_steps,
-                         train_split)
+    return TrainingSetup(model, tx, schedule, class_weights, total_steps, train_split)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:

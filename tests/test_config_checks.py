@@ -33,7 +33,6 @@ def test_a_valid_config_passes_in_every_mode_without_touching_the_data(mode):
      'config.eval.batch_size=3'),
     (dict(eval__stride=(8, 8)), ('train', 'eval', 'predict', 'benchmark'),
      'needs config.eval.window'),
-    (dict(model__width=0.0), ('train', 'eval', 'predict', 'benchmark'), 'config.model.width=0.0'),
     (dict(eval__export_dir='/tmp/x', data__eval_scale=0.5), ('eval',), 'full resolution'),
     (dict(predict__input=None), ('predict',), 'needs --config.predict.input'),
     (dict(predict__overlay_alpha=1.5), ('predict',), 'overlay_alpha=1.5'),
