@@ -298,8 +298,7 @@ def class_pixel_counts(config: ml_collections.ConfigDict, split: str | Split = '
     With ``config.data.skip_bad_examples`` a bad example counts as void pixels (its placeholder).
     """
     split = split if isinstance(split, Split) else open_split(config.data, split)
-    split_name = split.split
-    path = os.path.join(split.location, COUNTS_FILE.format(split=split_name))
+    path = os.path.join(split.location, COUNTS_FILE.format(split=split.split))
     # The processes of a job sharing the data folder: one counts, the others reuse its counts.
     with folder_lock(split.location):
         if os.path.isfile(path):
@@ -309,7 +308,7 @@ def class_pixel_counts(config: ml_collections.ConfigDict, split: str | Split = '
                 return np.asarray(cached['counts'], np.int64)
         with named_data_errors(split):
             counts = _count_pixels(split)
-        record = {'source': split.source, 'split': split_name, 'num_examples': split.size,
+        record = {'source': split.source, 'split': split.split, 'num_examples': split.size,
                   'class_names': CLASS_NAMES, 'counts': counts[:NUM_CLASSES].tolist(),
                   'void': int(counts[NUM_CLASSES])}
         try:
