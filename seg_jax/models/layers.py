@@ -74,10 +74,14 @@ def batch_norm(train: bool, dtype: Dtype = jnp.float32, name: str | None = None)
     """BatchNorm with PyTorch's defaults (momentum 0.1 there is 0.9 here, eps 1e-5).
 
     Under ``jax.jit`` on a data-sharded global batch the statistics are those of the whole
-    global batch, i.e. synchronised BatchNorm, with no extra code.
+    global batch, i.e. synchronised BatchNorm, with no extra code. The variance is computed in
+    two passes, mean((x - mean)^2), as PyTorch does, not as mean(x^2) - mean^2: the one-pass form
+    cancels catastrophically when activations sit far from zero, and its error then depends on
+    how the batch is split over devices.
     """
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                        dtype=dtype, param_dtype=jnp.float32, name=name)
+                        dtype=dtype, param_dtype=jnp.float32,
+                        use_fast_variance=False, name=name)
 
 
 # Per axis, the rows of the 3x3 kernel that reach output phase 0 (2i: row 1, from input i) and
