@@ -20,17 +20,31 @@ Guarantees the training loop relies on:
   ``close`` waits for it.
 * Evaluation opens the directory ``read_only``: it creates, writes and deletes nothing there,
   so evaluating a running job's checkpoints cannot disturb them.
+* A checkpoint damaged on disk after its save (a file truncated, deleted or corrupted) is
+  refused with a ``DamagedCheckpointError`` naming the step, its folder, the file or array and
+  the reason. Resuming training (``restore_newest_intact``) moves such a step's folder to
+  ``<workdir>/damaged_checkpoints/`` (never deletes it) and resumes from the next older step.
+* A save that fails for want of room or permission (full disk, quota, read-only file system)
+  raises one ``CheckpointWriteError`` naming the failed step, the newest intact one and the fix
+  (``seg_jax.write_failures``); ``close`` removes the failed step's temporary folder.
 """
 
+import contextlib
 import math
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
+from seg_jax import write_failures
+from seg_jax.damaged_checkpoints import (DAMAGED_FOLDER, ITEM_METADATA_FILE,
+                                         DamagedCheckpointError, SkippedCheckpoint, reading,
+                                         unused_path)
 from seg_jax.errors import CheckpointError, first_few
 
 BEST_SUBDIR = 'best'
@@ -78,6 +92,11 @@ class Checkpointer:
             self.directory / BEST_SUBDIR, item_handlers=ocp.StandardCheckpointHandler(),
             options=best_options)
         self._best_value = self._stored_best_value()
+        self._failed_saves: list[tuple[str, int | None]] = []  # (folder, step) of failed saves
+        self._closed = False
+        self._quiet = contextlib.ExitStack()
+        if not read_only:
+            self._quiet.enter_context(write_failures.quiet_background_write_errors())
 
     def _metric_of(self, metrics: dict[str, float]) -> float:
         """The ranked value; a checkpoint saved under another metric name never wins."""
@@ -97,7 +116,8 @@ class Checkpointer:
         latest = self._periodic.latest_step()
         if latest is not None and step <= latest:
             return False
-        return self._periodic.save(step, args=ocp.args.StandardSave(state), force=force)
+        with self._write_failures_reported(self._periodic, step):
+            return self._periodic.save(step, args=ocp.args.StandardSave(state), force=force)
 
     def save_best(self, step: int, state: Any, metric_value: float) -> bool:
         """Saves ``state`` as the best checkpoint if ``metric_value`` beats the stored best.
@@ -110,11 +130,39 @@ class Checkpointer:
         improves = math.isfinite(value) and (self._best_value is None or value > self._best_value)
         if not improves or step in self._best.all_steps():
             return False
-        saved = self._best.save(step, args=ocp.args.StandardSave(state),
-                                metrics={self.best_metric: value}, force=True)
+        with self._write_failures_reported(self._best, step):
+            saved = self._best.save(step, args=ocp.args.StandardSave(state),
+                                    metrics={self.best_metric: value}, force=True)
         if saved:
             self._best_value = value
         return saved
+
+    @contextlib.contextmanager
+    def _write_failures_reported(self, manager: ocp.CheckpointManager,
+                                 step: int | None = None) -> Iterator[None]:
+        """Turns a failed write under ``manager`` (full disk, quota, read-only, permission)
+        into one CheckpointWriteError naming the failed step, the intact one and the fix.
+        ``step`` is the save being started; an asynchronous save's failure names its own step
+        and surfaces at the next call. ``close`` (which training runs before the error reaches
+        the user) removes the failed step's temporary folder."""
+        try:
+            yield
+        except Exception as error:
+            code = write_failures.write_failure_code(error)
+            if code is None:
+                raise
+            failed = write_failures.failed_step(error, step)
+            self._failed_saves.append((str(manager.directory), failed))
+            intact = [s for s in finished_steps(self.directory) if s != failed]
+            raise write_failures.write_error(code, failed, str(manager.directory),
+                                             intact[-1] if intact else None) from None
+
+    def check_room(self, state: Any) -> None:
+        """Raises before training when the checkpoint folder has no room for one checkpoint of
+        ``state`` (its arrays' bytes), instead of failing at the first save."""
+        write_failures.check_room(str(self.directory),
+                                  sum(leaf.nbytes for leaf in jax.tree.leaves(state)
+                                      if hasattr(leaf, 'nbytes')))
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -143,13 +191,101 @@ class Checkpointer:
 
         ``target`` is the state the configured model would start from, concrete or abstract
         (``jax.ShapeDtypeStruct`` leaves, e.g. from ``jax.eval_shape``); the result has its
-        tree structure, dtypes and, where leaves carry one, shardings.
+        tree structure, dtypes and, where leaves carry one, shardings. A checkpoint whose files
+        cannot be read raises a ``DamagedCheckpointError``.
         """
         self.wait_until_finished()  # a step saved by this process may still be in flight
-        manager, step = self._find(step)
-        _check_fits(target, manager.item_metadata(step).tree,
-                    f'{manager.directory / str(step)}')
-        return manager.restore(step, args=ocp.args.StandardRestore(target))
+        return self._restore_from(*self._find(step), target)
+
+    def restore_newest_intact(self, target: Any) -> tuple[Any, list[SkippedCheckpoint]]:
+        """The newest checkpoint that restores (as ``restore(target, 'latest')``), for resuming
+        training, and the damaged ones skipped on the way, newest first.
+
+        Each damaged step's folder is moved to ``<workdir>/damaged_checkpoints/`` (kept, to be
+        inspected or recovered), so that training saves that step afresh and no later resume
+        meets it again, and a warning names it, the reason, where it went and the step resumed
+        from. Of a step saved both as periodic and as best, the other copy is tried next. Read-
+        only, nothing is moved: the first damaged step raises. When none restores, raises a
+        CheckpointError naming each damaged step and where it went.
+        """
+        self.wait_until_finished()
+        self._find('latest')  # the usual error when there is no checkpoint at all
+        skipped = []
+        for manager, step in self._folders_newest_first():
+            try:
+                state = self._restore_from(manager, step, target)
+            except DamagedCheckpointError as damaged:
+                if self.read_only:
+                    raise
+                skipped.append(SkippedCheckpoint(step, damaged.reason, damaged.folder,
+                                                 self._move_aside(manager, damaged.folder)))
+                continue
+            for each in skipped:
+                logging.warning('Skipped checkpoint step %d, which is damaged: %s; moved %s to %s '
+                                'and resumed from step %d.', each.step, each.reason,
+                                each.moved_from, each.moved_to, step)
+            return state, skipped
+        moved = '; '.join(f'step {each.step} ({each.reason}) was moved to {each.moved_to}'
+                          for each in skipped)
+        raise CheckpointError(
+            f'Every checkpoint in {self.directory} is damaged, so training cannot resume: '
+            f'{moved}. Nothing was deleted; rerunning the same command starts the run from '
+            'scratch (or use another --workdir).')
+
+    def intact_steps(self, target: Any, excluding: epath.Path | None = None) -> list[int]:
+        """The steps that ``restore`` restores into ``target``, but the one in the folder
+        ``excluding``; found by restoring each in turn, so costly: for an error message."""
+        steps = []
+        for step in self.all_steps():
+            manager, _ = self._find(step)
+            if manager.directory / str(step) != excluding and self._restores(manager, step,
+                                                                              target):
+                steps.append(step)
+        return steps
+
+    def _restores(self, manager: ocp.CheckpointManager, step: int, target: Any) -> bool:
+        """Whether the step restores into ``target``; the state itself is dropped at once."""
+        try:
+            self._restore_from(manager, step, target)
+        except CheckpointError:  # damaged, or not of this model
+            return False
+        return True
+
+    def _restore_from(self, manager: ocp.CheckpointManager, step: int, target: Any) -> Any:
+        """Checkpoint ``step`` of ``manager`` in the structure of ``target``. Only errors of
+        reading its files become DamagedCheckpointErrors; one that does not fit the model stays
+        the CheckpointError of ``_check_fits``, and any other error passes unchanged."""
+        folder = manager.directory / str(step)
+        if not (folder / ITEM_METADATA_FILE).exists():
+            raise DamagedCheckpointError(step, folder, f'{ITEM_METADATA_FILE} is missing')
+        with reading(step, folder):
+            stored = manager.item_metadata(step).tree
+        _check_fits(target, stored, str(folder))
+        with reading(step, folder):
+            return manager.restore(step, args=ocp.args.StandardRestore(target))
+
+    def _folders_newest_first(self) -> list[tuple[ocp.CheckpointManager, int]]:
+        """Every checkpoint as (manager, step), newest step first; of a step saved both as
+        periodic and as best, the periodic one first, as ``_find`` chooses."""
+        return [(manager, step) for step in reversed(self.all_steps())
+                for manager in (self._periodic, self._best) if step in manager.all_steps()]
+
+    def _move_aside(self, manager: ocp.CheckpointManager, folder: epath.Path) -> epath.Path:
+        """Moves the damaged step ``folder`` of ``manager`` to ``<workdir>/damaged_checkpoints/``
+        under the same relative name (``40``, ``best/40``; ``40.1`` ... if taken) and updates
+        what the managers know. A rename, so nothing is copied or lost; in a multi-process job
+        process 0 renames once every process has stopped reading the folder."""
+        destination = unused_path(self.directory.parent / DAMAGED_FOLDER /
+                                   folder.relative_to(self.directory))
+        _sync_processes(f'seg_jax: read {folder}')
+        if jax.process_index() == 0:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            folder.rename(destination)
+        _sync_processes(f'seg_jax: moved {folder}')
+        manager.reload()  # its cached step list would still hold the step
+        if manager is self._best:
+            self._best_value = self._stored_best_value()
+        return destination
 
     def _find(self, step: int | str) -> tuple[ocp.CheckpointManager, int]:
         """The manager holding ``step`` and the step as an int, or an error saying what exists."""
@@ -167,6 +303,7 @@ class Checkpointer:
                     f'No best checkpoint in {self.directory / BEST_SUBDIR} (one is saved after '
                     f'an evaluation improves {self.best_metric}); restore \'latest\' or one of '
                     f'the steps {self.all_steps()} instead.')
+            return self._best, step  # its own copy, intact when the periodic one is damaged
         elif not isinstance(step, int):
             raise CheckpointError(f"A checkpoint step is an int, 'latest' or 'best'; got {step!r}.")
         if step in self._periodic.all_steps():
@@ -178,13 +315,39 @@ class Checkpointer:
 
     def wait_until_finished(self) -> None:
         """Blocks until every asynchronous save is written and old checkpoints are deleted."""
-        self._periodic.wait_until_finished()
-        self._best.wait_until_finished()
+        for manager in (self._periodic, self._best):
+            with self._write_failures_reported(manager):
+                manager.wait_until_finished()
 
     def close(self) -> None:
-        """Finishes pending saves; call it (or use ``with``) before the process exits."""
-        self._periodic.close()
-        self._best.close()
+        """Finishes pending saves; call it (or use ``with``) before the process exits. Calling
+        it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._close(self._periodic)
+        finally:
+            try:
+                self._close(self._best)
+            finally:
+                # Only now: writes of a failed save that orbax's threads abandoned may still
+                # be landing until the managers are closed.
+                for folder, step in self._failed_saves:
+                    if step is not None:
+                        write_failures.remove_temporary(folder, step)
+                self._quiet.close()
+
+    def _close(self, manager: ocp.CheckpointManager) -> None:
+        """Closes ``manager``; after a reported write failure, its copy of the same error is not
+        raised again."""
+        already_reported = bool(self._failed_saves)
+        try:
+            with self._write_failures_reported(manager):
+                manager.close()
+        except Exception:
+            if not already_reported:
+                raise
 
     def __enter__(self) -> 'Checkpointer':
         return self
@@ -193,12 +356,17 @@ class Checkpointer:
         self.close()
 
 
-def has_checkpoint(directory: str | epath.PathLike) -> bool:
-    """Whether ``directory`` holds a finished checkpoint (periodic or best), looked up without
-    opening a manager, which would create the folder."""
+def finished_steps(directory: str | epath.PathLike) -> list[int]:
+    """The finished checkpoints' steps in ``directory`` (periodic and best), ascending, read
+    from the folder names without opening a manager, which would create the folder."""
     root = _absolute(directory)
-    return any(folder.exists() and any(child.name.isdigit() for child in folder.iterdir())
-               for folder in (root, root / BEST_SUBDIR))
+    return sorted({int(child.name) for folder in (root, root / BEST_SUBDIR) if folder.exists()
+                   for child in folder.iterdir() if child.name.isdigit()})
+
+
+def has_checkpoint(directory: str | epath.PathLike) -> bool:
+    """Whether ``directory`` holds a finished checkpoint (periodic or best)."""
+    return bool(finished_steps(directory))
 
 
 def _absolute(directory: str | epath.PathLike) -> epath.Path:
@@ -237,3 +405,9 @@ def _check_fits(target: Any, stored_tree: Any, where: str) -> None:
             f'{first_few(differences, MAX_LISTED_DIFFERENCES)}. It was probably written with a '
             'different model config (model name, backbone, width, num_classes) or optimiser; '
             'use the config it was trained with, or another --workdir.')
+
+
+def _sync_processes(name: str) -> None:
+    """Waits until every process of a multi-process job has reached the call named ``name``."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)

@@ -147,7 +147,7 @@ def initialize(*, coordinator_address: str | None = None, num_processes: int | N
                  jax.device_count())
 
 
-def _broadcast_text(text: str) -> str:
+def broadcast_text(text: str) -> str:
     """Process 0's ``text`` on every process."""
     data = np.frombuffer(text.encode(), np.uint8)
     length = int(multihost_utils.broadcast_one_to_all(np.int32(data.size)))
@@ -166,7 +166,7 @@ def check_same_run(config: ml_collections.ConfigDict, **arguments: Any) -> None:
         return
     mine = json.loads(json.dumps({'config': config.to_dict(), **arguments}, sort_keys=True,
                                  default=str))
-    leader = json.loads(_broadcast_text(json.dumps(mine, sort_keys=True)))
+    leader = json.loads(broadcast_text(json.dumps(mine, sort_keys=True)))
     changes = differences(leader, mine)
     agree = multihost_utils.process_allgather(np.int32(not changes))
     if agree.all():

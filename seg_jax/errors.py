@@ -1,5 +1,7 @@
 """Exceptions for problems a user can fix; ``main`` prints their message without a traceback."""
 
+from collections.abc import Iterator
+
 
 class SegJaxError(Exception):
     """Base class: the message says what was wrong and what to do about it."""
@@ -26,3 +28,12 @@ def first_few(items: list[str], limit: int = 6, separator: str = '; ') -> str:
     shown = separator.join(items[:limit])
     more = len(items) - limit
     return shown + (f'{separator}and {more} more' if more > 0 else '')
+
+
+def error_chain(error: BaseException | None) -> Iterator[BaseException]:
+    """``error`` and the errors it was raised from or while handling, outermost first."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__

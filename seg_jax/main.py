@@ -102,6 +102,9 @@ def main(argv: list[str]) -> None:
     except preemption.Preempted as stopped:  # not an error: the checkpoint is saved
         print(stopped, file=sys.stderr, flush=True)
         sys.exit(preemption.EXIT_STATUS)
+    except preemption.Interrupted as interrupted:
+        print(interrupted, file=sys.stderr, flush=True)
+        sys.exit(preemption.INTERRUPTED_EXIT_STATUS)
     except SegJaxError as error:
         sys.exit(f'error: {error}')
 

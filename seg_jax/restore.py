@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from seg_jax import checkpoints, optim, parallel, pretrained
+from seg_jax import checkpoints, damaged_checkpoints, optim, parallel, pretrained
 from seg_jax.errors import CheckpointError, first_few
 from seg_jax.models import build_model
 from seg_jax.state import TrainState, abstract_train_state
@@ -58,7 +58,23 @@ def restore_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: s
     target = abstract_train_state(model, tx, tuple(config.data.crop_size), config.seed, mesh)
     with checkpoints.Checkpointer(folder, keep=config.keep_checkpoints,
                                   read_only=True) as ckpt:
-        return ckpt.restore(target, int(which) if which.isdigit() else which)
+        try:
+            return ckpt.restore(target, int(which) if which.isdigit() else which)
+        except damaged_checkpoints.DamagedCheckpointError as damaged:
+            intact = ckpt.intact_steps(target, excluding=damaged.folder)
+            raise damaged_checkpoints.DamagedCheckpointError(
+                damaged.step, damaged.folder, damaged.reason, _other_steps(intact)) from damaged
+
+
+def _other_steps(intact: list[int]) -> str:
+    """What to do instead of restoring a damaged step, given the steps that restore."""
+    if not intact:
+        return ('No other step there restores either: train again, in another --workdir or '
+                'here (the first rerun of the training moves the damaged steps to <workdir>/'
+                f'{damaged_checkpoints.DAMAGED_FOLDER}/ and stops; the next one starts from '
+                'scratch).')
+    return (f'The steps that restore are {intact} (evaluate or predict one with '
+            f'--config.eval.checkpoint={intact[-1]}); {damaged_checkpoints.RESUME_ADVICE}')
 
 
 def _pretrained_variables(config: ml_collections.ConfigDict, model: nn.Module,

@@ -23,7 +23,7 @@ import optax
 from absl import logging
 
 from seg_jax import (checkpoints, config_checks, evaluate, health, losses, metrics, optim,
-                     parallel, preemption, pretrained)
+                     parallel, preemption, pretrained, workdir_lock)
 from seg_jax.data import pipeline
 from seg_jax.history import Reporter
 from seg_jax.models import build_model
@@ -98,17 +98,20 @@ def training_setup(config: ml_collections.ConfigDict) -> TrainingSetup:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Trains ``config``'s model in ``workdir``, resuming from its latest checkpoint.
 
-    On SIGTERM it saves a checkpoint at the current step and raises ``preemption.Preempted``;
-    called again, it resumes from there. Nothing is written before the config, the workdir and
-    the data have been checked.
+    On SIGTERM or Ctrl-C it saves a checkpoint at the current step and raises
+    ``preemption.Preempted``; called again, it resumes from there. Before the config, the
+    workdir and the data have been checked, nothing is written but the workdir's lock
+    (``seg_jax.workdir_lock``, which refuses a second training of the same workdir), and a run
+    refused by a check leaves no trace.
     """
     config_checks.check_config(config, 'train')
     check_can_continue(workdir, config)
-    if not checkpoints.has_checkpoint(checkpoint_dir(workdir)):  # a resumed run has weights
-        pretrained.check_required(config.model)
-    setup = training_setup(config)
-    with preemption.PreemptionNotice() as notice:
-        return _train(config, workdir, setup, notice)
+    with workdir_lock.hold(workdir):
+        if not checkpoints.has_checkpoint(checkpoint_dir(workdir)):  # a resumed run has weights
+            pretrained.check_required(config.model)
+        setup = training_setup(config)
+        with preemption.PreemptionNotice() as notice:
+            return _train(config, workdir, setup, notice)
 
 
 def initial_state(config: ml_collections.ConfigDict, setup: TrainingSetup,
@@ -118,7 +121,7 @@ def initial_state(config: ml_collections.ConfigDict, setup: TrainingSetup,
     of ``config.model.pretrained`` where set."""
     state_arguments = (setup.model, setup.tx, tuple(config.data.crop_size), config.seed, mesh)
     if checkpointer.latest_step() is not None:
-        state = checkpointer.restore(abstract_train_state(*state_arguments), 'latest')
+        state, _ = checkpointer.restore_newest_intact(abstract_train_state(*state_arguments))
         logging.info('Resumed from step %d in %s.', int(state.step), checkpointer.directory)
         return state
     state = create_train_state(*state_arguments)
@@ -143,6 +146,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: TrainingSetup
     checkpointer = checkpoints.Checkpointer(checkpoint_dir(workdir),
                                             keep=config.keep_checkpoints)
     state = initial_state(config, setup, checkpointer, mesh)
+    checkpointer.check_room(state)
     start_step = int(jax.device_get(state.step))
 
     train_step = make_train_step(config.loss, setup.class_weights, setup.schedule, config.seed)
@@ -196,7 +200,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: TrainingSetup
             if save_due or preempted:  # the preemption save is forced, off the cadence
                 checkpointer.save(step, state, force=preempted)
             if preempted:
-                raise preemption.Preempted(step, str(checkpointer.directory))
+                raise preemption.Preempted(step, str(checkpointer.directory),
+                                           preemption_notice.cause)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now; what was saved stays
+        checkpointer.close()
+        raise preemption.Interrupted(checkpoints.finished_steps(checkpointer.directory),
+                                     str(checkpointer.directory)) from None
     finally:  # also on an interruption: pending checkpoint writes complete
         progress.close()
         checkpointer.close()

@@ -1,15 +1,22 @@
-"""Checkpointer: roundtrips, retention, best tracking, errors, sharded restore (8 CPU devices)."""
+"""Checkpointer: roundtrips, retention, best tracking, errors, sharded restore (8 CPU devices),
+damaged checkpoints."""
+
+import pathlib
+import re
+import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from flax import struct
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from seg_jax.checkpoints import Checkpointer
+from seg_jax.damaged_checkpoints import DamagedCheckpointError
 from seg_jax.errors import CheckpointError, SegJaxError
 
 
@@ -174,3 +181,197 @@ def test_restore_into_named_sharding_over_8_devices(tmp_path):
 def test_bad_arguments(tmp_path):
     with pytest.raises(CheckpointError, match='keep >= 1'):
         Checkpointer(tmp_path, keep=0)
+
+
+@pytest.fixture(scope='module')
+def saved(tmp_path_factory) -> pathlib.Path:
+    """A checkpoint folder with periodic steps 1, 2, 3 and step 3 as the best (0.5)."""
+    directory = tmp_path_factory.mktemp('saved') / 'checkpoints'
+    with Checkpointer(directory, keep=3) as checkpointer:
+        for step in (1, 2, 3):
+            checkpointer.save(step, make_state(seed=step, step=step))
+        checkpointer.save_best(3, make_state(seed=3, step=3), 0.5)
+    return directory
+
+
+def copy_of(saved: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
+    """``saved`` as ``<tmp_path>/checkpoints``: ``tmp_path`` is then its workdir."""
+    return pathlib.Path(shutil.copytree(saved, tmp_path / 'checkpoints'))
+
+
+def data_file(step_folder: pathlib.Path) -> pathlib.Path:
+    """The step's largest array data file (for these tiny states, the only one)."""
+    return max((step_folder / 'default' / 'd').iterdir(), key=lambda path: path.stat().st_size)
+
+
+def truncate(path: pathlib.Path) -> None:
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+
+
+def flip_bytes(path: pathlib.Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def contents(folder: pathlib.Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes()
+            for path in folder.rglob('*') if path.is_file()}
+
+
+RESTORE_ANOTHER = ('Restore another step; rerunning the training moves it to '
+                   '<workdir>/damaged_checkpoints/ and resumes from the newest intact step.')
+
+
+# What orbax / tensorstore raised for each damage, measured on orbax-checkpoint 0.12.8.
+@pytest.mark.parametrize('damage,reason', [
+    (lambda step: truncate(data_file(step)), r'the array \S+ cannot be read from default/d/\w+ '
+     r'\(OUT_OF_RANGE: Requested byte range \[0, \d+\) is not valid for value of size \d+\)'),
+    (lambda step: data_file(step).unlink(), r'the array \S+ cannot be read from default/d/\w+ '
+     r'\(NOT_FOUND: Error reading Byte range \[0, \d+\) of local file "default/d/\w+"\)'),
+    (lambda step: flip_bytes(data_file(step)), r'the array \S+ cannot be read from default/d/\w+ '
+     r'\(DATA_LOSS: Error decoding b-tree node: CRC-32C checksum verification failed: .*\)'),
+    (lambda step: (step / 'default' / 'manifest.ocdbt').unlink(), r'the array \S+ cannot be '
+     r'read \(NOT_FOUND: Metadata at "\S+/\.zarray" in OCDBT database at local file "default/" '
+     r'does not exist\)'),
+    (lambda step: truncate(step / 'default' / 'manifest.ocdbt'), r'the array \S+ cannot be read '
+     r'from default/manifest\.ocdbt \(DATA_LOSS: Error decoding manifest: Length in header '
+     r'\(\d+\) does not match actual length \(\d+\); at byte \d+\)'),
+    (lambda step: truncate(step / 'default' / '_METADATA'), r"default/_METADATA cannot be read "
+     r"\(not valid JSON: Expecting ',' delimiter: line 1 column \d+ \(char \d+\)\)"),
+    (lambda step: (step / 'default' / '_METADATA').unlink(), 'default/_METADATA is missing'),
+    (lambda step: shutil.rmtree(step / 'default'), 'default/_METADATA is missing'),
+    (lambda step: (step / 'default' / '_sharding').write_text('{'), r'default/_sharding cannot be '
+     r'read \(FAILED_PRECONDITION: Invalid JSON\)'),
+    (lambda step: (step / 'default' / 'array_metadatas' / 'process_0').write_bytes(b'\xff{}'),
+     r'default/array_metadatas/process_0 cannot be read \(not valid UTF-8 text at byte 0\)'),
+], ids=['data truncated', 'data deleted', 'data bit flip', 'manifest deleted',
+        'manifest truncated', '_METADATA truncated', '_METADATA deleted', 'item folder deleted',
+        '_sharding not JSON', 'array metadata not UTF-8'])
+def test_a_damaged_checkpoint_is_named_with_its_file_and_reason(saved, tmp_path, damage, reason):
+    directory = copy_of(saved, tmp_path)
+    damage(directory / '3')
+    with Checkpointer(directory, keep=3, read_only=True) as checkpointer:
+        with pytest.raises(DamagedCheckpointError) as error:
+            checkpointer.restore(make_state(), 'latest')
+        assert int(checkpointer.restore(make_state(), 2).step) == 2  # the others restore
+        assert int(checkpointer.restore(make_state(), 'best').step) == 3
+    assert isinstance(error.value, CheckpointError) and error.value.step == 3
+    assert re.fullmatch(rf'Checkpoint step 3 in {re.escape(str(directory / "3"))} is damaged: '
+                        rf'{reason}\. {re.escape(RESTORE_ANOTHER)}', str(error.value)), error.value
+
+
+def chained_read_error(*args, **kwargs):
+    """orbax's error for a truncated chunk of a larger array: tensorstore's, wrapped."""
+    try:
+        raise ValueError('OUT_OF_RANGE: Error reading "params.conv.kernel/0.0.1.0" in OCDBT '
+                         'database at local file "/x/3/default/": Requested byte range [8, 16) '
+                         'is not valid for value of size 4 [tensorstore_spec=\'{"driver"...}\']')
+    except ValueError as error:
+        raise Exception('Encountered error while reading array index: (slice(0, 3, 1),). See '
+                        'full TensorStore details: <TensorStore({...})>') from error
+
+
+def raiser(error: BaseException):
+    def read(*args, **kwargs):
+        raise error
+    return read
+
+
+@pytest.mark.parametrize('read,raised', [
+    (chained_read_error, DamagedCheckpointError),
+    (raiser(KeyboardInterrupt()), KeyboardInterrupt),
+    (raiser(ValueError('pytree structure error: different types at key path')), ValueError),
+    (raiser(ValueError('PERMISSION_DENIED: Error reading local file "/x/3/default/_METADATA"')),
+     ValueError),
+], ids=['wrapped read error', 'KeyboardInterrupt', 'tree mismatch', 'permission denied'])
+def test_only_errors_of_reading_the_files_are_damage(saved, tmp_path, monkeypatch, read, raised):
+    directory = copy_of(saved, tmp_path)
+    monkeypatch.setattr(ocp.CheckpointManager, 'restore', read)
+    with Checkpointer(directory, keep=3, read_only=True) as checkpointer:
+        with pytest.raises(raised) as error:
+            checkpointer.restore(make_state(), 3)
+    assert type(error.value) is raised
+    if raised is DamagedCheckpointError:
+        assert str(error.value).startswith(
+            f'Checkpoint step 3 in {directory / "3"} is damaged: the array params.conv.kernel '
+            'cannot be read (OUT_OF_RANGE: Requested byte range [8, 16) is not valid for value '
+            'of size 4). ')
+
+
+def test_a_checkpoint_of_another_model_is_not_damaged(saved):
+    with Checkpointer(saved, keep=3, read_only=True) as checkpointer:
+        with pytest.raises(CheckpointError, match='does not fit the configured model') as error:
+            checkpointer.restore(make_state(width=5))
+    assert not isinstance(error.value, DamagedCheckpointError)
+
+
+def test_resume_moves_damaged_steps_aside_and_restores_the_newest_intact_one(saved, tmp_path,
+                                                                              caplog):
+    directory, aside = copy_of(saved, tmp_path), tmp_path / 'damaged_checkpoints'
+    (aside / '3').mkdir(parents=True)  # left by an earlier resume: kept as it is
+    for folder in (directory / '3', directory / 'best' / '3'):  # both copies of step 3
+        truncate(data_file(folder))
+    damaged = {folder: contents(directory / folder) for folder in ('3', 'best/3')}
+    with Checkpointer(directory, keep=3) as checkpointer:
+        state, skipped = checkpointer.restore_newest_intact(make_state())
+        assert_bitwise_equal(state, make_state(seed=2, step=2))
+        assert [(each.step, str(each.moved_from), str(each.moved_to)) for each in skipped] == [
+            (3, str(directory / '3'), str(aside / '3.1')),
+            (3, str(directory / 'best' / '3'), str(aside / 'best' / '3'))]
+        assert checkpointer.all_steps() == [1, 2] and checkpointer.best_value is None
+        # The resumed run saves step 3 again, and as the best: nothing remembers the old one.
+        assert checkpointer.save(3, make_state(seed=3, step=3))
+        assert checkpointer.save_best(3, make_state(seed=3, step=3), 0.5)
+    assert contents(aside / '3.1') == damaged['3'] and contents(aside / 'best' / '3') == \
+        damaged['best/3']
+    assert not any((aside / '3').iterdir())
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING' and
+                r.getMessage().startswith('Skipped checkpoint')]
+    assert len(warnings) == 2
+    assert re.fullmatch(r'Skipped checkpoint step 3, which is damaged: the array \S+ cannot be '
+                        r'read from default/d/\w+ \(OUT_OF_RANGE: .*\); moved '
+                        f'{re.escape(str(directory / "3"))} to {re.escape(str(aside / "3.1"))} '
+                        r'and resumed from step 2\.', warnings[0]), warnings[0]
+    assert warnings[1].endswith(f'; moved {directory / "best" / "3"} to {aside / "best" / "3"} '
+                                'and resumed from step 2.')
+
+
+def test_resume_takes_the_intact_best_copy_of_a_damaged_periodic_step(saved, tmp_path):
+    directory = copy_of(saved, tmp_path)
+    truncate(data_file(directory / '3'))
+    with Checkpointer(directory, keep=3) as checkpointer:
+        state, skipped = checkpointer.restore_newest_intact(make_state())
+        assert_bitwise_equal(state, make_state(seed=3, step=3))
+        assert [str(each.moved_to) for each in skipped] == [str(tmp_path / 'damaged_checkpoints'
+                                                                / '3')]
+        assert checkpointer.all_steps() == [1, 2, 3] and checkpointer.best_value == 0.5
+
+def test_resume_with_every_checkpoint_damaged_names_each_and_where_it_went(saved, tmp_path):
+    directory, aside = copy_of(saved, tmp_path), tmp_path / 'damaged_checkpoints'
+    for folder in ('1', '2', '3', 'best/3'):
+        (directory / folder / 'default' / '_METADATA').unlink()
+    with Checkpointer(directory, keep=3) as checkpointer:
+        with pytest.raises(CheckpointError) as error:
+            checkpointer.restore_newest_intact(make_state())
+        assert checkpointer.all_steps() == []
+    moved = '; '.join(f'step {step} (default/_METADATA is missing) was moved to {aside / folder}'
+                      for step, folder in ((3, '3'), (3, 'best/3'), (2, '2'), (1, '1')))
+    assert str(error.value) == (
+        f'Every checkpoint in {directory} is damaged, so training cannot resume: {moved}. '
+        'Nothing was deleted; rerunning the same command starts the run from scratch (or use '
+        'another --workdir).')
+    assert sorted(path.name for path in aside.iterdir()) == ['1', '2', '3', 'best']
+
+
+def test_read_only_moves_nothing_and_lists_the_intact_steps(saved, tmp_path):
+    directory = copy_of(saved, tmp_path)
+    truncate(data_file(directory / '3'))
+    before = contents(tmp_path)
+    with Checkpointer(directory, keep=3, read_only=True) as checkpointer:
+        with pytest.raises(DamagedCheckpointError) as error:
+            checkpointer.restore_newest_intact(make_state())
+        assert checkpointer.intact_steps(make_state(), excluding=error.value.folder) == [1, 2]
+        assert checkpointer.intact_steps(make_state()) == [1, 2]  # step 3 is the damaged one
+    assert error.value.step == 3 and str(error.value.folder) == str(directory / '3')
+    assert contents(tmp_path) == before

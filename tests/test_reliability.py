@@ -6,8 +6,12 @@ uninterrupted run's.
 """
 
 import hashlib
+import json
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +22,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from seg_jax import checkpoints, evaluate, losses, optim, parallel, preemption, restore, train
+from seg_jax import (checkpoints, evaluate, losses, optim, parallel, preemption, restore, train,
+                     workdir_lock)
 from seg_jax import health as run_health
 from seg_jax.data import pipeline
 from seg_jax.models import build_model
@@ -251,6 +256,53 @@ def test_eval_never_writes_into_the_checkpoint_folder(data_dir, trained_workdir)
     assert (trained_workdir / 'eval' / 'validation_2.json').exists()  # reports go beside it
 
 
+def largest_file(folder) -> str:
+    """The biggest file under ``folder``; in a checkpoint step, one that holds array chunks."""
+    paths = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names]
+    return max(paths, key=os.path.getsize)
+
+
+def test_a_damaged_checkpoint_is_named_at_eval_and_moved_aside_at_resume(data_dir,
+                                                                        trained_workdir, tmp_path):
+    workdir = tmp_path / 'damaged'
+    shutil.copytree(trained_workdir, workdir)
+    folder, aside = workdir / 'checkpoints', workdir / 'damaged_checkpoints'
+    for copy in ('4', 'best/4'):  # both copies of the latest step, the periodic and the best
+        data = largest_file(folder / copy)
+        os.truncate(data, os.path.getsize(data) // 2)
+    damaged = {copy: tree_digest(folder / copy) for copy in ('4', 'best/4')}
+    reason = (r'the array \S+ cannot be read( from \S+)? \(OUT_OF_RANGE: Requested byte range '
+              r'\[\d+, \d+\) is not valid for value of size \d+\)')
+    command = train_command(data_dir, workdir, 4)
+
+    evaluation = run_main(['--mode', 'eval', *command])  # of 'latest', step 4
+    assert evaluation.returncode == 1, evaluation.stderr[-3000:]
+    errors = [line for line in evaluation.stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1, evaluation.stderr[-3000:]
+    assert re.fullmatch(
+        rf'error: Checkpoint step 4 in {re.escape(str(folder / "4"))} is damaged: {reason}\. '
+        r'The steps that restore are \[2\] \(evaluate or predict one with '
+        r'--config\.eval\.checkpoint=2\); rerunning the training moves it to '
+        r'<workdir>/damaged_checkpoints/ and resumes from the newest intact step\.',
+        errors[0]), errors
+    assert 'Traceback' not in evaluation.stderr
+    assert {copy: tree_digest(folder / copy) for copy in damaged} == damaged  # nothing moved
+    assert not aside.exists()
+
+    rerun = run_main(command)  # the same command
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    for copy in damaged:
+        assert re.search(rf'Skipped checkpoint step 4, which is damaged: {reason}; moved '
+                         rf'{re.escape(str(folder / copy))} to {re.escape(str(aside / copy))} '
+                         r'and resumed from step 2\.\n', rerun.stderr), rerun.stderr[-3000:]
+    assert f'Resumed from step 2 in {folder}.' in rerun.stderr
+    assert {copy: tree_digest(aside / copy) for copy in damaged} == damaged  # kept intact
+    assert saved_steps(workdir) == ['2', '4', 'best'] and '4' in os.listdir(folder / 'best')
+    step, params = restored_params(data_dir, workdir, 4)
+    assert step == 4
+    assert_same_params(params, restored_params(data_dir, trained_workdir, 4)[1])
+
+
 @pytest.mark.parametrize('mode,overrides,message', [
     ('train', ['--config.global_batch_size=7'], 'config.global_batch_size=7 must be a positive '
      'multiple of the number of devices, 8, to split evenly over them; set '
@@ -293,3 +345,151 @@ def test_parameters_that_overflow_on_a_finite_step_are_never_saved(data_dir, tmp
                        r'finite; they were not saved'):
         train.train_and_evaluate(config, str(tmp_path))
     assert saved_steps(tmp_path) == ['best']  # no step was saved
+
+
+def test_a_second_training_is_refused_and_ctrl_c_saves_and_resumes_like_sigterm(data_dir,
+                                                                                tmp_path):
+    workdir = tmp_path / 'busy'
+    # Long enough to be running still when the second trainer has started and been refused.
+    arguments = train_command(data_dir, workdir, 10_000, '--config.log_every_steps=1')
+    first = subprocess.Popen([sys.executable, '-m', 'seg_jax.main', *arguments], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    history = workdir / 'history.jsonl'
+    deadline = time.monotonic() + 300
+    while not (history.exists() and len(read_history(str(history))) >= 3):
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.05)
+
+    second = run_main(arguments)  # the same command again, e.g. a requeued job
+    assert second.returncode == 1, second.stderr[-3000:]
+    errors = [line for line in second.stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1, second.stderr[-3000:]
+    assert errors[0].startswith(f'error: {workdir} is in use by another training (host '
+                                f'{socket.gethostname()}, pid {first.pid}, started '), errors
+    assert 'Traceback' not in second.stderr
+    assert first.poll() is None  # the first training goes on
+
+    first.send_signal(signal.SIGINT)  # Ctrl-C
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == preemption.EXIT_STATUS, stderr[-3000:]
+    stopped = [e['step'] for e in read_history(str(history))][-1]
+    assert (f'Stopped by Ctrl-C (SIGINT) after step {stopped}: saved the checkpoint of step '
+            f'{stopped} in {workdir / "checkpoints"}. Rerun the same command') in stderr
+    assert 'Traceback' not in stderr
+    assert saved_steps(workdir) == sorted([str(stopped), 'best'])
+    assert not (workdir / workdir_lock.LOCK_FILE).exists()
+
+    resumed = run_main(train_command(data_dir, workdir, stopped + 2, '--config.log_every_steps=1'))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    logged = [e['step'] for e in read_history(str(history)) if e['kind'] == 'train']
+    assert logged == list(range(1, stopped + 3))  # each step trained once
+
+
+def test_a_second_ctrl_c_stops_at_once_and_the_saved_checkpoints_stay(data_dir, tmp_path):
+    workdir = tmp_path / 'interrupted'
+    result = subprocess.run(
+        [sys.executable, str(REPO / 'tests' / 'interrupted_at_step.py'), '5', '2',
+         *train_command(data_dir, workdir, RUN_STEPS, '--config.checkpoint_every_steps=2')],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == preemption.INTERRUPTED_EXIT_STATUS == 130, result.stderr[-3000:]
+    assert ('Ctrl-C: saving a checkpoint after this step, then stopping. Press Ctrl-C again to '
+            'stop at once without saving.') in result.stderr
+    assert ('Stopped at once by a second Ctrl-C, without saving: the newest saved checkpoint, '
+            f'step 4, is intact in {workdir / "checkpoints"}; rerun the same command to resume '
+            'from it.') in result.stderr
+    assert 'Traceback' not in result.stderr
+    assert saved_steps(workdir) == ['2', '4', 'best']
+    assert restored_params(data_dir, workdir, RUN_STEPS)[0] == 4
+    assert not (workdir / workdir_lock.LOCK_FILE).exists()
+
+
+def test_eval_runs_beside_a_training_that_holds_the_workdir(data_dir, trained_workdir):
+    lock = trained_workdir / workdir_lock.LOCK_FILE
+    lock.write_text(json.dumps({**workdir_lock.this_process(), 'pid': os.getppid(),
+                                'process_start': workdir_lock._process_start(os.getppid())}))
+    try:
+        config = tiny_config(data_dir, steps=4)
+        config.eval.checkpoint = '4'
+        evaluate.evaluate_checkpoint(config, str(trained_workdir))  # reads only: takes no lock
+        assert json.loads(lock.read_text())['pid'] == os.getppid()
+    finally:
+        lock.unlink()
+
+
+def _user_namespaces_work() -> bool:
+    """Whether this machine lets a test mount its own small file systems (``unshare``)."""
+    try:
+        return subprocess.run(['unshare', '--user', '--map-root-user', '--mount', 'mount', '-t',
+                               'tmpfs', '-o', 'size=1m', 'tmpfs', '/mnt'],
+                              capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+# On small real file systems (tmpfs, in a private mount namespace): read-only, smaller than one
+# checkpoint, and full during the save of step 4 (one checkpoint fits, two do not), then
+# enlarged and rerun. Each run prints a marker, its exit status and what is left in the folder.
+_SMALL_DISK_SCRIPT = r'''
+set -u
+disk=$1; shift
+run() { echo "@@ $1"; shift; "$@"; echo "exit: $?"; ls "$disk/run/checkpoints" 2>/dev/null; }
+mkdir -p "$disk"
+mount -t tmpfs -o size=1m,ro tmpfs "$disk"
+run read-only "$@"
+umount "$disk"; mount -t tmpfs -o size=1m tmpfs "$disk"
+run too-small "$@"
+umount "$disk"; mount -t tmpfs -o size=12m tmpfs "$disk"
+run fills-up "$@"
+mount -o remount,size=64m "$disk"
+run enlarged "$@"
+'''
+
+
+def _outcomes(output: str) -> dict[str, tuple[int, list[str], list[str]]]:
+    """Per run of _SMALL_DISK_SCRIPT: exit status, its error lines, the checkpoint folder."""
+    outcomes = {}
+    for part in output.split('@@ ')[1:]:
+        name, *lines = part.splitlines()
+        end = next(i for i, line in enumerate(lines) if line.startswith('exit: '))
+        outcomes[name] = (int(lines[end].split()[1]),
+                          [line for line in lines[:end] if line.startswith('error:')],
+                          lines[end + 1:])
+    return outcomes
+
+
+@pytest.mark.skipif(not _user_namespaces_work(),
+                    reason='needs unshare to mount small file systems; '
+                           'tests/test_write_failures.py injects the same errors everywhere')
+def test_full_read_only_and_too_small_disks_stop_with_one_message_and_lose_nothing(
+        data_dir, tmp_path):
+    disk = tmp_path / 'disk'
+    workdir, folder = disk / 'run', disk / 'run' / 'checkpoints'
+    command = [sys.executable, '-m', 'seg_jax.main',
+               *train_command(data_dir, workdir, 8, '--config.checkpoint_every_steps=2')]
+    result = subprocess.run(['unshare', '--user', '--map-root-user', '--mount', 'bash', '-c',
+                             _SMALL_DISK_SCRIPT, 'small_disk', str(disk), *command], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=900)
+    output = result.stdout
+    assert 'Traceback' not in output, output[-5000:]
+    outcomes = _outcomes(output)
+    status, errors, _ = outcomes['read-only']
+    assert status == 1 and len(errors) == 1, output[-5000:]
+    assert errors[0].startswith(f'error: Cannot write to the workdir {workdir} (Read-only file '
+                                'system): training writes its checkpoints and reports there.')
+    status, errors, left = outcomes['too-small']
+    assert status == 1 and len(errors) == 1, output[-5000:]
+    assert re.match(rf'error: {folder} has 1\.0 MiB free, less than one checkpoint of this '
+                    r'model \(\d+\.\d MiB; ', errors[0]), errors
+    assert left == ['best']  # refused before any save: only the best checkpoints' empty folder
+    status, errors, left = outcomes['fills-up']
+    assert status == 1 and len(errors) == 1, output[-5000:]
+    assert re.match(rf'error: Could not write the checkpoint of step 4 in {folder}: no space is '
+                    r'left on the device \(\d+\.\d MiB free there now\)\. The newest complete '
+                    r'checkpoint, step 2, is intact; the partial one was removed\. To go on, '
+                    r'free space there, .* then rerun the same command to resume from step '
+                    r'2\.$', errors[0]), errors
+    assert left == ['2', 'best']  # no temporary folder left behind
+    status, _, left = outcomes['enlarged']
+    assert status == 0, output[-5000:]
+    assert left == ['4', '6', '8', 'best']
