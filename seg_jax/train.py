@@ -116,9 +116,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 def initial_state(config: ml_collections.ConfigDict, setup: TrainingSetup,
                   checkpointer: checkpoints.Checkpointer, mesh: jax.sharding.Mesh) -> TrainState:
-    """The latest checkpoint's state, restored straight into the abstract state (nothing is
-    initialised only to be replaced); for a new run, a fresh state with the pretrained weights
-    of ``config.model.pretrained`` where set."""
+    """The state of the newest checkpoint that restores (damaged ones are moved aside, with a
+    warning), restored straight into the abstract state (nothing is initialised only to be
+    replaced); for a new run, a fresh state with the pretrained weights of
+    ``config.model.pretrained`` where set."""
     state_arguments = (setup.model, setup.tx, tuple(config.data.crop_size), config.seed, mesh)
     if checkpointer.latest_step() is not None:
         state, _ = checkpointer.restore_newest_intact(abstract_train_state(*state_arguments))
