@@ -35,8 +35,8 @@ FIXES = {
 }
 # How an errno appears in error texts: TensorStore's, and Python's OSError.
 _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)|\[Errno (\d+)\]")
-_TEMPORARY_STEP = re.compile(r'(\d+)\.orbax-checkpoint-tmp')
-TEMPORARY_SUFFIX = '.orbax-checkpoint-tmp'
+TEMPORARY_SUFFIX = '.orbax-checkpoint-tmp'  # orbax writes step N into N.orbax-checkpoint-tmp*
+_TEMPORARY_STEP = re.compile(r'(\d+)' + re.escape(TEMPORARY_SUFFIX))
 
 
 class CheckpointWriteError(CheckpointError):
