@@ -30,22 +30,24 @@ Guarantees the training loop relies on:
 """
 
 import contextlib
+import logging
 import math
 import os
 from typing import Any, Iterator
 
 import jax
 import orbax.checkpoint as ocp
-from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
-from seg_jax import write_failures
+from seg_jax import console, write_failures
 from seg_jax.damaged_checkpoints import (DAMAGED_FOLDER, ITEM_METADATA_FILE,
                                          DamagedCheckpointError, SkippedCheckpoint, reading,
                                          unused_path)
 from seg_jax.errors import CheckpointError, first_few
+
+log = logging.getLogger(__name__)
 
 BEST_SUBDIR = 'best'
 MAX_LISTED_DIFFERENCES = 5
@@ -75,9 +77,10 @@ class Checkpointer:
         # The handler is named up front so that a fresh process can read a step's metadata
         # (for the fit check) before it has saved or restored anything.
         ranking = dict(best_fn=self._metric_of, best_mode='max')
-        if read_only:
-            periodic_options = ocp.CheckpointManagerOptions(read_only=True)
-            best_options = ocp.CheckpointManagerOptions(read_only=True, **ranking)
+        if read_only:  # with the options orbax would otherwise warn that it changes
+            quiet_read_only = dict(read_only=True, save_interval_steps=0, create=False)
+            periodic_options = ocp.CheckpointManagerOptions(**quiet_read_only)
+            best_options = ocp.CheckpointManagerOptions(**quiet_read_only, **ranking)
         else:
             periodic_options = ocp.CheckpointManagerOptions(
                 save_decision_policy=checkpoint_managers.FixedIntervalPolicy(every_steps),
@@ -85,12 +88,13 @@ class Checkpointer:
             best_options = ocp.CheckpointManagerOptions(
                 preservation_policy=checkpoint_managers.BestN(get_metric_fn=self._metric_of,
                                                               n=1), **ranking)
-        self._periodic = ocp.CheckpointManager(
-            self.directory, item_handlers=ocp.StandardCheckpointHandler(),
-            options=periodic_options)
-        self._best = ocp.CheckpointManager(
-            self.directory / BEST_SUBDIR, item_handlers=ocp.StandardCheckpointHandler(),
-            options=best_options)
+        with console.without_library_notice('Given directory is read only'):
+            self._periodic = ocp.CheckpointManager(
+                self.directory, item_handlers=ocp.StandardCheckpointHandler(),
+                options=periodic_options)
+            self._best = ocp.CheckpointManager(
+                self.directory / BEST_SUBDIR, item_handlers=ocp.StandardCheckpointHandler(),
+                options=best_options)
         self._best_value = self._stored_best_value()
         self._failed_saves: list[tuple[str, int | None]] = []  # (folder, step) of failed saves
         self._closed = False
@@ -221,9 +225,9 @@ class Checkpointer:
                                                  self._move_aside(manager, damaged.folder)))
                 continue
             for each in skipped:
-                logging.warning('Skipped checkpoint step %d, which is damaged: %s; moved %s to %s '
-                                'and resumed from step %d.', each.step, each.reason,
-                                each.moved_from, each.moved_to, step)
+                log.warning('Skipped checkpoint step %d, which is damaged: %s; moved %s to %s '
+                            'and resumed from step %d.', each.step, each.reason,
+                            each.moved_from, each.moved_to, step)
             return state, skipped
         moved = '; '.join(f'step {each.step} ({each.reason}) was moved to {each.moved_to}'
                           for each in skipped)

@@ -11,6 +11,7 @@ cleanly just before JAX's own deadline would.
 """
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -20,11 +21,13 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
 from jax.experimental import multihost_utils
 
+from seg_jax import console
 from seg_jax.errors import ConfigError, SegJaxError, first_few
 from seg_jax.workdir import differences
+
+log = logging.getLogger(__name__)
 
 # JAX's deadline is set this much later than the watchdog's, so the watchdog speaks first.
 DEADLINE_MARGIN_S = 10
@@ -142,9 +145,9 @@ def initialize(*, coordinator_address: str | None = None, num_processes: int | N
             if 'coordinator_address' not in str(error):
                 raise
             return
-    logging.info('Process %d of %d joined: %d local and %d global devices.',
-                 jax.process_index(), jax.process_count(), jax.local_device_count(),
-                 jax.device_count())
+    log.info('Process %d of %d joined: %d local and %d global devices.',
+             jax.process_index(), jax.process_count(), jax.local_device_count(),
+             jax.device_count(), extra=console.EVERY_PROCESS)
 
 
 def broadcast_text(text: str) -> str:

@@ -9,7 +9,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from seg_jax import distributed, preemption
+from seg_jax import console, distributed, preemption
 from seg_jax.errors import SegJaxError
 from seg_jax.flag_errors import parse_flags
 from seg_jax.summary import model_summary
@@ -33,7 +33,11 @@ def _require_workdir(workdir: str | None, mode: str) -> str:
 def run_train(config: ml_collections.ConfigDict, workdir: str | None) -> None:
     """``--mode train``: trains (resuming from the workdir's latest checkpoint) and evaluates."""
     from seg_jax import train  # imports TensorFlow; summary does not need it
-    train.train_and_evaluate(config, _require_workdir(workdir, 'train'))
+    from seg_jax.run_report import run_report
+    workdir = _require_workdir(workdir, 'train')
+    state = train.train_and_evaluate(config, workdir)
+    if jax.process_index() == 0:
+        print(run_report(workdir, int(jax.device_get(state.step)), sys.argv), flush=True)
 
 
 def run_eval(config: ml_collections.ConfigDict, workdir: str | None) -> None:
@@ -92,11 +96,14 @@ _DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+    console.configure(flags.FLAGS.verbosity if flags.FLAGS['verbosity'].present
+                      else console.QUIET)
     try:
         if _DISTRIBUTED.value == 'auto':
             distributed.initialize(
                 coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                 process_id=_PROCESS_ID.value, timeout_s=_DISTRIBUTED_TIMEOUT.value)
+        console.set_process_index(jax.process_index())
         distributed.check_same_run(_CONFIG.value, mode=_MODE.value, workdir=_WORKDIR.value)
         RUNNERS[_MODE.value](_CONFIG.value, _WORKDIR.value)
     except preemption.Preempted as stopped:  # not an error: the checkpoint is saved

@@ -18,6 +18,7 @@ resumes from the newest.
   there (it would replace JAX's); a first Ctrl-C is passed on to that service as a SIGTERM.
 """
 
+import logging
 import os
 import signal
 import sys
@@ -25,10 +26,11 @@ import threading
 import types
 
 import jax
-from absl import logging
 from jax.experimental import multihost_utils
 
 from seg_jax.errors import SegJaxError
+
+log = logging.getLogger(__name__)
 
 EXIT_STATUS = os.EX_TEMPFAIL
 INTERRUPTED_EXIT_STATUS = 128 + signal.SIGINT  # what a shell reports for a Ctrl-C'd command
@@ -79,8 +81,8 @@ class PreemptionNotice:
     def __enter__(self) -> 'PreemptionNotice':
         if threading.current_thread() is not threading.main_thread():
             # Python delivers signals to the main thread only.
-            logging.warning('Training outside the main thread: SIGTERM and Ctrl-C will end the '
-                            'process without saving a checkpoint first.')
+            log.warning('Training outside the main thread: SIGTERM and Ctrl-C will end the '
+                        'process without saving a checkpoint first.')
             return self
         handled = (signal.SIGINT,) if self._multi_process else (signal.SIGINT, signal.SIGTERM)
         for signum in handled:

@@ -1,6 +1,7 @@
 """The training progress bar: step, loss, learning rate, images/s and the ETA, on process 0."""
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 
 import tqdm
 
@@ -16,6 +17,13 @@ class Progress:
         self._bar.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['learning_rate']:.2e}",
                               img_s=f"{scalars['images_per_s']:.1f}", refresh=False)
         self._bar.update(step - self._bar.n)
+
+    @contextlib.contextmanager
+    def printing(self) -> Iterator[None]:
+        """Clears the bar while the block prints (an evaluation's table), then redraws it, so
+        the text does not continue the bar's line."""
+        with tqdm.tqdm.external_write_mode():
+            yield
 
     def close(self) -> None:
         self._bar.close()

@@ -11,6 +11,7 @@ checkpointed, so stopping and resuming continues the same trajectory.
 """
 
 import dataclasses
+import logging
 import time
 from typing import Callable
 
@@ -20,7 +21,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 
 from seg_jax import (checkpoints, config_checks, evaluate, health, losses, metrics, optim,
                      parallel, preemption, pretrained, workdir_lock)
@@ -30,6 +30,8 @@ from seg_jax.models import build_model
 from seg_jax.progress import Progress
 from seg_jax.state import TrainState, abstract_train_state, create_train_state
 from seg_jax.workdir import check_can_continue, checkpoint_dir
+
+log = logging.getLogger(__name__)
 
 
 def make_train_step(loss_config: ml_collections.ConfigDict, class_weights: np.ndarray | None,
@@ -123,7 +125,7 @@ def initial_state(config: ml_collections.ConfigDict, setup: TrainingSetup,
     state_arguments = (setup.model, setup.tx, tuple(config.data.crop_size), config.seed, mesh)
     if checkpointer.latest_step() is not None:
         state, _ = checkpointer.restore_newest_intact(abstract_train_state(*state_arguments))
-        logging.info('Resumed from step %d in %s.', int(state.step), checkpointer.directory)
+        log.info('Resumed from step %d in %s.', int(state.step), checkpointer.directory)
         return state
     state = create_train_state(*state_arguments)
     if config.model.pretrained:
@@ -131,9 +133,9 @@ def initial_state(config: ml_collections.ConfigDict, setup: TrainingSetup,
         if jax.process_index() == 0:
             print(load_report.summary(), flush=True)
     elif config.model.backbone:
-        logging.warning('config.model.pretrained is not set: the %s backbone starts from '
-                        'random weights. Published results start from ImageNet weights; '
-                        'see README, "Pretrained weights".', config.model.backbone)
+        log.warning('config.model.pretrained is not set: the %s backbone starts from '
+                    'random weights. Published results start from ImageNet weights; '
+                    'see README, "Pretrained weights".', config.model.backbone)
     return state
 
 
@@ -175,9 +177,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: TrainingSetup
                 health.check_state(state, step, str(checkpointer.directory))
             if log_due:
                 if skipped > skipped_logged:
-                    logging.warning('Skipped %d steps whose loss or gradients were not finite '
-                                    'so far (config.skip_nonfinite_steps=%d allows %d).',
-                                    skipped, allowed_nonfinite, allowed_nonfinite)
+                    log.warning('Skipped %d steps whose loss or gradients were not finite '
+                                'so far (config.skip_nonfinite_steps=%d allows %d).',
+                                skipped, allowed_nonfinite, allowed_nonfinite)
                     skipped_logged = skipped
                 means = health.finite_means(jax.device_get(pending))
                 elapsed, last_log = time.perf_counter() - last_log, time.perf_counter()
@@ -187,14 +189,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: TrainingSetup
                     means['skipped_nonfinite_steps'] = skipped
                 reporter.log_train(step, means)
                 progress.update(step, means)
-                logging.info('step %d/%d: loss %.4f, lr %.3g, %.1f images/s', step, total_steps,
-                             means['loss'], means['learning_rate'], means['images_per_s'])
+                log.debug('step %d/%d: loss %.4f, lr %.3g, %.1f images/s', step, total_steps,
+                          means['loss'], means['learning_rate'], means['images_per_s'])
                 pending = []
             if eval_due:
                 eval_start = time.perf_counter()
                 result = evaluator.evaluate({'params': state.params,
                                              'batch_stats': state.batch_stats})
-                reporter.log_evaluation(step, config.eval.split, result)
+                with progress.printing():
+                    reporter.log_evaluation(step, config.eval.split, result)
                 checkpointer.save_best(step, state, result.metrics['miou'])
                 reporter.plot_curves()
                 last_log += time.perf_counter() - eval_start  # not training time

@@ -20,16 +20,18 @@ got it, so all of them stop with its message when it did not.
 import contextlib
 import datetime
 import json
+import logging
 import os
 import socket
 import sys
 from typing import Any, Iterator
 
 import jax
-from absl import logging
 
 from seg_jax.distributed import broadcast_text
 from seg_jax.errors import SegJaxError
+
+log = logging.getLogger(__name__)
 
 LOCK_FILE = 'training.lock'
 _BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id'
@@ -132,8 +134,8 @@ def _take_over(path: str, holder: dict[str, Any], reason: str) -> None:
     except FileNotFoundError:
         return  # another process took it over first
     os.remove(aside)
-    logging.warning('Took over the stale training lock %s (%s): %s.', path, _describe(holder),
-                    reason)
+    log.warning('Took over the stale training lock %s (%s): %s.', path, _describe(holder),
+                reason)
 
 
 def acquire(workdir: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
 import importlib  # noqa: E402
+import logging  # noqa: E402
 import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
@@ -52,3 +53,18 @@ def trained_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp('trained_run'))
     train.train_and_evaluate(config, workdir)
     return config, workdir
+
+
+@pytest.fixture(autouse=True)
+def _console_as_it_was():
+    """The command-line tools (``compare.main``, ...) configure seg_jax's console when a test
+    calls them in-process; put the loggers back, so later tests' ``caplog`` sees seg_jax's
+    records as before."""
+    logger, absl_logger = logging.getLogger('seg_jax'), logging.getLogger('absl')
+    before = list(logger.handlers), logger.propagate, logger.level
+    levels = logging.root.level, absl_logger.level
+    yield
+    logger.handlers[:], logger.propagate = before[:2]
+    logger.setLevel(before[2])
+    logging.root.setLevel(levels[0])
+    absl_logger.setLevel(levels[1])

@@ -16,6 +16,7 @@ different numbers of evaluation batches.
 
 import contextlib
 import json
+import logging
 import os
 import re
 from typing import Iterator
@@ -24,13 +25,14 @@ import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from seg_jax.data import augment, crops
 from seg_jax.data.cityscapes import BAD_EXAMPLE, FIX_BAD_EXAMPLE, Split, open_split
 from seg_jax.data.labels import CLASS_NAMES, IGNORE_LABEL, LABEL_ID_TO_TRAIN_ID, NUM_CLASSES
 from seg_jax.errors import ConfigError, DataError, first_few
 from seg_jax.files import folder_lock, write_atomically
+
+log = logging.getLogger(__name__)
 
 SHUFFLE_STREAM, AUGMENT_STREAM = 0, 1
 COUNTS_FILE = 'seg_jax_class_counts_{split}.json'
@@ -223,10 +225,10 @@ def log_skipped(problems: np.ndarray, skipped_so_far: int) -> int:
     for problem in np.ravel(problems):
         if problem:
             skipped_so_far += 1
-            logging.warning('Skipped a bad Cityscapes example (skipped %d bad examples so far): '
-                            '%s. It stands in as an all-void example that counts in no loss or '
-                            'metric; re-extract that file from the Cityscapes zips, or remove the '
-                            'pair, to use it.', skipped_so_far, problem.decode())
+            log.warning('Skipped a bad Cityscapes example (skipped %d bad examples so far): '
+                        '%s. It stands in as an all-void example that counts in no loss or '
+                        'metric; re-extract that file from the Cityscapes zips, or remove the '
+                        'pair, to use it.', skipped_so_far, problem.decode())
     return skipped_so_far
 
 

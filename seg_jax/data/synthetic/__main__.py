@@ -3,6 +3,7 @@
 import argparse
 import sys
 
+from seg_jax import console
 from seg_jax.data import synthetic
 from seg_jax.data.synthetic.writer import generate, sample_sheet
 from seg_jax.errors import DataError
@@ -21,7 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--zips', action='store_true', help='Also write the two TFDS zips.')
     parser.add_argument('--samples', help='Also write a PNG sheet of 4 samples here.')
+    console.add_verbosity_argument(parser)
     args = parser.parse_args(argv)
+    console.configure(args.verbosity)
     if args.output is None and args.samples is None:
         parser.error('pass --output (and/or --samples)')
     try:
