@@ -84,6 +84,19 @@ def configure(verbosity: int) -> None:
     handler.addFilter(_PROCESS_FILTER)
     logger.addHandler(handler)
     logger.propagate = False  # printed once, by this handler, not again by absl's on the root
+    sys.unraisablehook = sys.__unraisablehook__ if verbosity >= 1 else _print_unraisable
+
+
+def _print_unraisable(unraisable: 'sys.UnraisableHookArgs') -> None:
+    """``sys.unraisablehook`` without one harmless traceback: when an orbax save or restore
+    fails (a full disk, a damaged checkpoint), orbax's asyncio loop ends at the first error
+    while TensorStore still finishes the operation's other reads and writes; their completion
+    callbacks then find the loop closed, and Python would print 'Exception ignored ... Event
+    loop is closed' at some later point, often at exit, after seg_jax has reported the failure
+    itself. Every other unraisable exception is printed as Python prints it."""
+    if not (unraisable.exc_type is RuntimeError and
+            str(unraisable.exc_value) == 'Event loop is closed'):
+        sys.__unraisablehook__(unraisable)
 
 
 def set_process_index(process_index: int) -> None:

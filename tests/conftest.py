@@ -22,6 +22,7 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 import importlib  # noqa: E402
 import logging  # noqa: E402
 import pathlib  # noqa: E402
+import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -62,8 +63,9 @@ def _console_as_it_was():
     records as before."""
     logger, absl_logger = logging.getLogger('seg_jax'), logging.getLogger('absl')
     before = list(logger.handlers), logger.propagate, logger.level
-    levels = logging.root.level, absl_logger.level
+    levels, unraisable_hook = (logging.root.level, absl_logger.level), sys.unraisablehook
     yield
+    sys.unraisablehook = unraisable_hook
     logger.handlers[:], logger.propagate = before[:2]
     logger.setLevel(before[2])
     logging.root.setLevel(levels[0])

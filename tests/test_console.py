@@ -184,3 +184,23 @@ def test_a_message_during_training_is_written_above_the_progress_bar(configured)
     start = text.index('warning: Skipped 1 steps.')
     assert text[start - 1] in '\r\n'  # the bar's line was cleared first, not continued
     assert '1/4' in text[start:]  # and the bar was drawn again below the message
+
+
+class _RaisesWhenCollected:
+    def __init__(self, message: str):
+        self.message = message
+
+    def __del__(self):
+        raise RuntimeError(self.message)
+
+
+def test_a_closed_loop_callback_after_a_failed_save_prints_nothing_other_errors_do(configured,
+                                                                                     capfd):
+    configured(console.QUIET)
+    _RaisesWhenCollected('Event loop is closed')  # what TensorStore's late callbacks raise
+    assert capfd.readouterr().err == ''
+    _RaisesWhenCollected('something else went wrong')
+    assert 'RuntimeError: something else went wrong' in capfd.readouterr().err
+    configured(1)  # asked for everything: nothing is filtered
+    _RaisesWhenCollected('Event loop is closed')
+    assert 'Event loop is closed' in capfd.readouterr().err
