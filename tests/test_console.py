@@ -15,6 +15,7 @@ import tqdm
 
 from conftest import REPO
 from seg_jax import console
+from seg_jax.progress import Progress
 from seg_jax.run_report import command_for, duration, run_report
 
 # The prefix of an absl-formatted record (``I1203 05:33:27.807151 1403 file.py:5] ...``): any
@@ -65,9 +66,10 @@ def test_the_demo_prints_seg_jax_only_one_bar_and_no_library_chatter(demo):
     printed = result.stdout + result.stderr
     assert_no_library_records(printed)
     assert 'oneDNN' not in printed and 'orbax' not in printed
-    # One progress bar: every redraw of it counts steps of the same total.
-    bars = re.findall(r'\| (\d+)/(\d+) \[', result.stderr)
-    assert bars and {total for _, total in bars} == {'4'}
+    # Into a pipe, the progress bar is one line per log step (2 and 4), nothing in between.
+    assert re.findall(r'^ *\d+% (\d+)/(\d+) \[.*loss=', result.stderr, re.MULTILINE) == [
+        ('2', '4'), ('4', '4')]
+    assert '\r' not in printed
     # Each step's numbers appear once, in the bar, not again as a log line.
     assert 'step 4/4: loss' not in printed
     assert result.stdout.count('Step 4, validation') == 1
@@ -204,3 +206,32 @@ def test_a_closed_loop_callback_after_a_failed_save_prints_nothing_other_errors_
     configured(1)  # asked for everything: nothing is filtered
     _RaisesWhenCollected('Event loop is closed')
     assert 'Event loop is closed' in capfd.readouterr().err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+SCALARS = {'loss': 0.5, 'learning_rate': 1e-3, 'images_per_s': 12.0}
+
+
+def test_progress_is_a_bar_on_a_terminal_and_a_line_per_update_in_a_file():
+    log = io.StringIO()
+    progress = Progress(10, 4, stream=log)  # resumed at step 4
+    progress.update(6, SCALARS)
+    progress.update(8, SCALARS)
+    progress.close()
+    lines = log.getvalue().splitlines()
+    assert [line.split(' [')[0] for line in lines] == [' 60% 6/10', ' 80% 8/10']
+    assert all('loss=0.5000, lr=1.00e-03, img_s=12.0]' in line for line in lines)
+    terminal = _Terminal()
+    progress = Progress(10, 4, stream=terminal)
+    progress.update(6, SCALARS)
+    progress.close()
+    assert '\r' in terminal.getvalue() and '6/10' in terminal.getvalue()
+    quiet = io.StringIO()  # processes other than 0
+    progress = Progress(10, 4, enabled=False, stream=quiet)
+    progress.update(6, SCALARS)
+    progress.close()
+    assert quiet.getvalue() == ''
