@@ -1,9 +1,11 @@
-"""Compares finished runs the way the course project did: one table, one curve plot, one grid.
+"""Compares finished runs as the course project did: tables, curves, predictions, confusions.
 
     python -m seg_jax.compare RUN_DIR [RUN_DIR ...] --output DIR [--eval best|latest]
 
 For each run (a ``--workdir``) it reads ``config.json``, ``history.jsonl`` and the chosen
-evaluation (``eval/<split>_<step>.json``: the best by mIoU, or the latest), and writes
+evaluation of its training (``eval/<split>_<step>.json``: the best by mIoU, or the latest;
+the records of ``--mode eval``, ``eval/<split>_<step>_<suffix>.json``, measure other weights or
+another inference and are not compared), and writes
 
 * ``DIR/results.md``: the course's table (building, traffic sign, person, car,
   bicycle, mIoU, pixel accuracy) in the official IoU and in the course's stricter seed IoU,
@@ -12,7 +14,9 @@ evaluation (``eval/<split>_<step>.json``: the best by mIoU, or the latest), and 
 * ``DIR/results.json``: the same numbers, per run;
 * ``DIR/curves.png``: every run's validation mIoU against steps;
 * ``DIR/predictions.png``: a few validation images, their ground truth and each run's
-  prediction (from the checkpoint of the chosen evaluation), titled by run.
+  prediction (from the checkpoint of the chosen evaluation), titled by run;
+* ``DIR/confusion.png``: each run's confusion matrix of the chosen evaluation, rows normalised,
+  side by side on one colour scale, titled by run, step and mIoU.
 
 Runs are compared only on the same evaluation: a run without one is reported and left out, and
 runs that differ in dataset, split or number of classes are refused, never mixed.
@@ -23,6 +27,7 @@ import glob
 import json
 import math
 import os
+import re
 import statistics
 import sys
 from typing import Any
@@ -31,12 +36,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from seg_jax import figures, inference, parallel, restore
+from seg_jax import console, figures, inference, parallel, restore
 from seg_jax.data import pipeline
-from seg_jax.data.labels import COURSE_CLASSES
+from seg_jax.data.labels import CLASS_NAMES, COURSE_CLASSES
 from seg_jax.errors import ConfigError, SegJaxError
 from seg_jax.files import write_atomically
-from seg_jax.history import HISTORY_FILE, read_history
+from seg_jax.history import HISTORY_FILE, read_history, total_seconds
 from seg_jax.summary import model_summary
 from seg_jax.tables import percent
 from seg_jax.workdir import json_safe, stored_config, with_defaults
@@ -45,9 +50,13 @@ COURSE_COLUMNS = ('building', 'sign', 'person', 'car', 'bicycle')  # the course 
 
 
 def eval_records(run: str, split: str) -> list[dict[str, Any]]:
-    """Every ``eval/<split>_<step>.json`` of ``run``, by step."""
+    """Every evaluation of ``split`` by ``run``'s training (``eval/<split>_<step>.json``, not
+    the ``--mode eval`` records beside them), by step."""
     records = []
+    training = re.compile(re.escape(split) + r'_\d+\.json')
     for path in glob.glob(os.path.join(run, 'eval', f'{split}_*.json')):
+        if not training.fullmatch(os.path.basename(path)):
+            continue
         with open(path) as f:
             records.append(json.load(f))
     return sorted(records, key=lambda record: record['step'])
@@ -123,12 +132,6 @@ def _train_images_per_s(run: Run) -> float | None:
     return statistics.median(rates[1:] or rates) if rates else None  # the first one compiles
 
 
-def _seconds(run: Run, kind: str) -> float | None:
-    seconds = [event['seconds'] for event in run.history
-               if event['kind'] == kind and 'seconds' in event]
-    return sum(seconds) if seconds else None
-
-
 def run_row(run: Run) -> dict[str, Any]:
     """Every number the tables show for ``run``."""
     summary = model_summary(run.config_dict)
@@ -148,7 +151,8 @@ def run_row(run: Run) -> dict[str, Any]:
         'gflops_per_image': summary['flops_per_image'] / 1e9,
         'crop': list(run.config['data']['crop_size']),
         'train_images_per_s': _train_images_per_s(run),
-        'train_seconds': _seconds(run, 'train'), 'eval_seconds': _seconds(run, 'eval'),
+        'train_seconds': total_seconds(run.history, 'train'),
+        'eval_seconds': total_seconds(run.history, 'eval'),
     }
 
 
@@ -226,6 +230,19 @@ def predictions_png(runs: list[Run], num_images: int) -> bytes:
     return figures.titled_png(figures.tile_grid(columns), titles)
 
 
+def confusion_panels(runs: list[Run]) -> list[tuple[str, np.ndarray]]:
+    """Each run's title (name, step, mIoU) and confusion matrix of the compared evaluation."""
+    return [(f'{run.name}: step {run.eval["step"]}, mIoU {percent(run.eval["miou"])}%',
+             np.asarray(run.eval['confusion'])) for run in runs]
+
+
+def confusion_png(runs: list[Run]) -> bytes:
+    """The compared evaluations' confusion matrices side by side, on one colour scale
+    (``figures.confusion_figure``)."""
+    return figures.figure_png(figures.confusion_figure(confusion_panels(runs), CLASS_NAMES,
+                                                       COURSE_CLASSES))
+
+
 def _inference_of(record: dict[str, Any]) -> inference.InferenceSettings:
     """The inference the evaluation ran (whole image for records that do not say)."""
     settings = record.get('inference') or {}
@@ -237,7 +254,7 @@ def _inference_of(record: dict[str, Any]) -> inference.InferenceSettings:
 
 def compare(run_dirs: list[str], output: str, which: str = 'best', num_images: int = 3,
             split: str = 'validation') -> dict[str, Any]:
-    """Writes the four files of the module docstring into ``output``; returns results.json's
+    """Writes the five files of the module docstring into ``output``; returns results.json's
     content."""
     runs, skipped = [], []
     for directory in run_dirs:
@@ -262,6 +279,7 @@ def compare(run_dirs: list[str], output: str, which: str = 'best', num_images: i
                      (json.dumps(json_safe(results), indent=1) + '\n').encode())
     write_atomically(os.path.join(output, 'curves.png'), curves_png(runs, split))
     write_atomically(os.path.join(output, 'predictions.png'), predictions_png(runs, num_images))
+    write_atomically(os.path.join(output, 'confusion.png'), confusion_png(runs))
     return results
 
 
@@ -269,17 +287,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog='python -m seg_jax.compare',
                                      description=__doc__.split('\n')[0])
     parser.add_argument('runs', nargs='+', metavar='RUN_DIR', help='workdirs of training runs')
-    parser.add_argument('--output', required=True, help='folder for the four result files')
+    parser.add_argument('--output', required=True, help='folder for the five result files')
     parser.add_argument('--eval', choices=('best', 'latest'), default='best',
                         help="each run's evaluation to compare: its best by mIoU or its latest")
     parser.add_argument('--images', type=int, default=3, help='rows of predictions.png')
+    console.add_verbosity_argument(parser)
     parser.add_argument('--split', default='validation')
     args = parser.parse_args(argv)
+    console.configure(args.verbosity)
     try:
         compare(args.runs, args.output, args.eval, args.images, args.split)
     except SegJaxError as error:
         sys.exit(f'error: {error}')
-    print(f'Wrote results.md, results.json, curves.png and predictions.png to {args.output}.')
+    print(f'Wrote results.md, results.json, curves.png, predictions.png and confusion.png to '
+          f'{args.output}.')
 
 
 if __name__ == '__main__':

@@ -6,6 +6,10 @@ evaluation, and ``--mode eval`` (``evaluate_checkpoint``), which restores a chec
 latest, the best, a given step, or a pretrained file: ``seg_jax.restore``) and, with
 ``config.eval.export_dir``, also writes the official label-id PNGs (``seg_jax.cityscapes_export``).
 Images are inferred as ``config.eval`` says (``seg_jax.inference``).
+
+``--mode eval`` reports under names of its own (``record_suffix``: which weights, which
+inference), so that evaluating a step again, with test-time augmentation or another checkpoint,
+never replaces what training recorded of that step (``seg_jax.history``).
 """
 
 import dataclasses
@@ -89,10 +93,34 @@ class Evaluator:
         return EvalResult(results, np.asarray(confusion), sample, valid)
 
 
+def record_suffix(weights: str, settings: inference.InferenceSettings,
+                  eval_scale: float = 1.0) -> str:
+    """What ``--mode eval`` appends to its records' names: which weights (``weights``:
+    ``config.eval.checkpoint``, 'latest', 'best' or a step, which becomes 'step' as the name
+    holds the step already; or 'pretrained' for ``config.model.pretrained``) and how the images
+    were inferred: 'whole' or ``window{h}x{w}-stride{h}x{w}``, then ``ms{scales}`` for scales
+    other than (1.0,), 'flip', and ``resized{factor}`` for ``config.data.eval_scale`` other
+    than 1. E.g. 'latest_whole', 'pretrained_whole', 'best_whole_ms0.5-0.75-1.0_flip',
+    'step_window512x1024-stride341x683'."""
+    parts = ['step' if weights.isdigit() else weights]
+    if settings.window is None:
+        parts.append('whole')
+    else:
+        parts.append('window{}x{}-stride{}x{}'.format(*settings.window, *settings.stride))
+    if settings.scales != (1.0,):
+        parts.append('ms' + '-'.join(str(float(scale)) for scale in settings.scales))
+    if settings.flip:
+        parts.append('flip')
+    if eval_scale != 1.0:
+        parts.append(f'resized{float(eval_scale)}')
+    return '_'.join(parts)
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """``--mode eval``: restores ``config.eval.checkpoint`` from ``workdir`` (or, without
-    checkpoints, ``config.model.pretrained``), evaluates it and reports it in the workdir;
-    with ``config.eval.export_dir`` it also writes the official label-id PNGs. Returns the
+    checkpoints, ``config.model.pretrained``), evaluates it and reports it in the workdir
+    under names that say which weights and which inference (``record_suffix``); with
+    ``config.eval.export_dir`` it also writes the official label-id PNGs. Returns the
     metrics."""
     config_checks.check_config(config, 'eval')
     mesh = parallel.data_mesh()
@@ -106,7 +134,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     try:
         result = evaluator.evaluate(trained.variables, on_batch)
         result.metrics['weights'] = trained.record
-        reporter.log_evaluation(trained.step, config.eval.split, result)
+        weights = 'pretrained' if trained.source == 'pretrained' else str(config.eval.checkpoint)
+        reporter.log_evaluation(trained.step, config.eval.split, result, record_suffix(
+            weights, evaluator.settings, config.data.eval_scale))
     finally:
         if exporter is not None:
             exporter.close()

@@ -1,4 +1,5 @@
-"""Pictures of a run: its learning curves and panels of images, ground truth and predictions.
+"""Pictures of a run: learning curves, panels of images, ground truth and predictions, and
+confusion matrices.
 
 Everything here is a pure function from numbers and arrays to a ``Figure``, an RGB array or
 PNG bytes; writing them is the caller's (``seg_jax.history.Reporter``, ``seg_jax.compare``).
@@ -7,11 +8,15 @@ Matplotlib is used through ``Figure`` objects, never pyplot: no global state and
 
 import io
 import math
+from collections.abc import Sequence
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
@@ -25,6 +30,13 @@ MAX_PANEL_WIDTH = 512
 PANEL_GAP = 4  # white pixels between tiles
 HEADER_HEIGHT = 20  # strip above the tiles for their titles
 PANEL_TITLES = ('image', 'ground truth', 'prediction')
+# Confusion matrices: white (none of the row's pixels) to dark blue (all of them); rows of a
+# class absent from the ground truth (NaN) stay white, and say so.
+CONFUSION_COLOURS = matplotlib.colormaps['Blues'].with_extremes(bad='white')
+MARK_COLOUR = 'tab:red'  # the course classes' tick labels and diagonal cells
+CONFUSION_PANEL_WIDTH = 6.0  # inches per matrix (100 pixels per inch)
+CONFUSION_LABELS_WIDTH = 2.4  # inches for the row labels and the colour bar
+CONFUSION_HEIGHT = 7.0
 
 
 def _plot(axis: Axes, events: list[dict[str, Any]], key: str, label: str, **style) -> None:
@@ -126,3 +138,71 @@ def titled_png(canvas: np.ndarray, titles: list[str]) -> bytes:
     for column, title in enumerate(titles):
         draw.text((column * width + 2, 2), title, fill=(0, 0, 0), font=font)
     return png_bytes(np.asarray(image))
+
+
+def row_normalised(confusion: np.ndarray) -> np.ndarray:
+    """Each row of a confusion matrix (a ground-truth class) divided by its sum: the share of
+    that class's pixels predicted as each class. A class absent from the ground truth has
+    nothing to share out: its row is NaN, which ``confusion_figure`` leaves blank."""
+    counts = np.asarray(confusion, np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.full_like(counts, np.nan), where=totals > 0)
+
+
+def _confusion_axis(axis: Axes, title: str, shares: np.ndarray, class_names: Sequence[str],
+                    marked: Sequence[str], first: bool) -> AxesImage:
+    """One panel of ``confusion_figure``: the shares as colours, those of 1% or more in figures
+    too, marked classes in red (tick labels and a frame on their diagonal cell)."""
+    image = axis.imshow(shares, cmap=CONFUSION_COLOURS, vmin=0.0, vmax=1.0,
+                        interpolation='nearest')
+    positions = range(len(class_names))
+    axis.set_xticks(positions, class_names, rotation=90, fontsize=8)
+    axis.set_yticks(positions, class_names if first else [], fontsize=8)
+    for labels in (axis.get_xticklabels(), axis.get_yticklabels() if first else []):
+        for label in labels:
+            if label.get_text() in marked:
+                label.set_color(MARK_COLOUR)
+                label.set_fontweight('bold')
+    for row, column in zip(*np.nonzero(shares >= 0.01), strict=True):
+        value = shares[row, column]
+        axis.text(column, row, f'{100 * value:.0f}', ha='center', va='center', fontsize=6,
+                  color='white' if value > 0.5 else 'black')
+    for row in np.flatnonzero(np.isnan(shares).all(axis=1)):
+        axis.text(len(class_names) / 2 - 0.5, row, 'not in the ground truth', ha='center',
+                  va='center', fontsize=7, color='gray', style='italic')
+    for index, name in enumerate(class_names):
+        if name in marked:
+            axis.add_patch(Rectangle((index - 0.5, index - 0.5), 1, 1, fill=False,
+                                     edgecolor=MARK_COLOUR, linewidth=1.5))
+    axis.set_title(title, fontsize=10)
+    axis.set_xlabel('prediction (red: the course classes)' if marked else 'prediction')
+    if first:
+        axis.set_ylabel('ground truth')
+    return image
+
+
+def confusion_figure(panels: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str],
+                     marked: Sequence[str] = ()) -> Figure:
+    """Confusion matrices, one ``(title, matrix)`` panel each, side by side on one colour scale
+    with one colour bar: rows are the ground truth, columns the prediction, both labelled with
+    ``class_names``, each row normalised (``row_normalised``) so that a rare class reads as
+    clearly as road, and the ``marked`` classes in red.
+
+    A matrix may hold one row more than ``class_names``, void ground truth, as evaluations
+    record it; that row is left out: void pixels are not scored."""
+    count = len(class_names)
+    for title, matrix in panels:
+        if np.ndim(matrix) != 2 or np.shape(matrix)[1] != count or np.shape(matrix)[0] not in (
+                count, count + 1):
+            raise ShapeError(f'The confusion matrix of {title!r} has shape {np.shape(matrix)}; '
+                             f'expected ({count}, {count}) or ({count + 1}, {count}) for '
+                             f'{count} class names.')
+    figure = Figure(figsize=(CONFUSION_LABELS_WIDTH + CONFUSION_PANEL_WIDTH * len(panels),
+                             CONFUSION_HEIGHT), layout='compressed')
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for index, (axis, (title, matrix)) in enumerate(zip(axes, panels, strict=True)):
+        image = _confusion_axis(axis, title, row_normalised(np.asarray(matrix)[:count]),
+                                class_names, marked, first=index == 0)
+    colour_bar = figure.colorbar(image, ax=list(axes), shrink=0.8, pad=0.01)
+    colour_bar.set_label("share of the ground-truth class's pixels")
+    return figure

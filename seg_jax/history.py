@@ -1,10 +1,21 @@
-"""What a run records for people to read: history, TensorBoard, eval records and plots.
+"""What a run records for people to read: history, TensorBoard, eval records and pictures.
 
-    workdir/history.jsonl               one JSON object per train / eval event
-    workdir/tensorboard/{train,eval}/   the same scalars for TensorBoard
-    workdir/eval/{split}_{step}.json    every metric, per-class IoU by name, confusion matrix
-    workdir/plots/curves.png            losses, pixel accuracy, mIoU, course classes vs. step
+    workdir/history.jsonl                 one JSON object per train / eval event
+    workdir/tensorboard/train/            the training scalars
+    workdir/tensorboard/eval/             per evaluation: its scalars ({split}/miou,
+                                          {split}/iou/<class>, ...), the per-class IoU table
+                                          (text) and the two pictures below (images)
+    workdir/eval/{split}_{step}.json      every metric, per-class IoU by name, confusion matrix
+    workdir/plots/curves.png              losses, pixel accuracy, mIoU, course classes vs. step
     workdir/plots/predictions_{step}.png  image | ground truth | prediction
+    workdir/plots/confusion_{step}.png    the confusion matrix, each ground-truth row normalised
+
+``--mode eval`` measures a checkpoint again, often another one or with test-time augmentation;
+its results must neither replace training's record of the same step nor join training's curves.
+So its files carry a suffix that says which weights and which inference
+(``seg_jax.evaluate.record_suffix``): ``eval/{split}_{step}_{suffix}.json``,
+``plots/predictions_{split}_{step}_{suffix}.png`` (and ``confusion_...``), the TensorBoard run
+``eval_{suffix}``, and history events of kind ``'mode_eval'`` that name their record file.
 
 A ``Reporter`` built with ``enabled=jax.process_index() == 0`` writes on process 0 only, so
 the loop can call it on every process. JSON and PNG files are written to a temporary name and
@@ -12,19 +23,20 @@ renamed over the target, so an interrupted run never leaves a half-written file 
 was. The history is appended a line at a time; a torn last line is skipped when it is read back.
 """
 
+import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import ml_collections
 import numpy as np
-import tensorflow as tf
 
 from seg_jax import figures
-from seg_jax.data.labels import CLASS_NAMES
+from seg_jax.data.labels import CLASS_NAMES, COURSE_CLASSES
 from seg_jax.files import write_atomically
-from seg_jax.tables import format_class_table
+from seg_jax.tables import format_class_table, percent
+from seg_jax.tensorboard_events import EventWriters, iou_markdown
 from seg_jax.workdir import to_json, write_config
 
 if TYPE_CHECKING:  # evaluate imports this module
@@ -33,10 +45,8 @@ if TYPE_CHECKING:  # evaluate imports this module
 HISTORY_FILE = 'history.jsonl'
 # Rows of the confusion matrix: the 19 train ids, then void ground truth (predicted as a class).
 CONFUSION_ROWS: tuple[str, ...] = CLASS_NAMES + ('void',)
-# What ``tensorboard.summary.scalar`` attaches to a value so TensorBoard's scalar dashboard shows
-# it; written with core ``tf.summary.write`` because tensorflow-cpu does not bring TensorBoard.
-_SCALAR_METADATA = tf.compat.v1.SummaryMetadata(
-    plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name='scalars'))
+# The history events of --mode eval: kept beside training's 'eval' events, never in its curves.
+MODE_EVAL_KIND = 'mode_eval'
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -54,18 +64,59 @@ def _eval_json(record: Mapping[str, Any], confusion: np.ndarray) -> str:
 
 def read_history(path: str) -> list[dict[str, Any]]:
     """The events of ``history.jsonl`` in step order, skipping a torn last line. After a resume
-    from a checkpoint a step can be logged twice; the later record wins."""
+    from a checkpoint a step can be logged twice; the later record wins. An evaluation by
+    ``--mode eval`` (kind ``MODE_EVAL_KIND``) replaces only an earlier one of the same record
+    file, never training's event of its step."""
     if not os.path.exists(path):
         return []
-    latest: dict[tuple[str, str | None, int], dict[str, Any]] = {}
+    latest: dict[tuple[str, str | None, int, str | None], dict[str, Any]] = {}
     with open(path) as f:
         for line in f:
             try:
                 event = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            latest[(event['kind'], event.get('split'), event['step'])] = event
+            key = (event['kind'], event.get('split'), event['step'], event.get('record'))
+            latest[key] = event
     return sorted(latest.values(), key=lambda event: event['step'])
+
+
+def total_seconds(history: Sequence[Mapping[str, Any]], kind: str) -> float | None:
+    """The summed ``seconds`` of the ``kind`` events ('train': steps only, evaluations
+    excluded; 'eval': evaluations), or None for a history that records none."""
+    seconds = [event['seconds'] for event in history
+               if event['kind'] == kind and 'seconds' in event]
+    return sum(seconds) if seconds else None
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalFiles:
+    """Where one evaluation's files go, relative to the workdir: training's when ``suffix`` is
+    empty, else those of a ``--mode eval`` (module docstring)."""
+    split: str
+    step: int
+    suffix: str = ''
+
+    @property
+    def kind(self) -> str:
+        """The kind of its history event."""
+        return MODE_EVAL_KIND if self.suffix else 'eval'
+
+    @property
+    def _name(self) -> str:
+        return f'{self.split}_{self.step}' + (f'_{self.suffix}' if self.suffix else '')
+
+    @property
+    def record(self) -> str:
+        return os.path.join('eval', f'{self._name}.json')
+
+    def plot(self, picture: str) -> str:
+        """``picture`` ('predictions' or 'confusion')'s PNG."""
+        return os.path.join('plots', f'{picture}_{self._name if self.suffix else self.step}.png')
+
+    @property
+    def tensorboard_run(self) -> str:
+        return f'eval_{self.suffix}' if self.suffix else 'eval'
 
 
 class Reporter:
@@ -75,24 +126,10 @@ class Reporter:
     def __init__(self, workdir: str, enabled: bool = True):
         self.workdir = workdir
         self.enabled = enabled
-        self._writers: dict[str, tf.summary.SummaryWriter] = {}
+        self._events = EventWriters(os.path.join(workdir, 'tensorboard'))
 
     def _path(self, *parts: str) -> str:
         return os.path.join(self.workdir, *parts)
-
-    def _writer(self, kind: str) -> tf.summary.SummaryWriter:
-        """TensorBoard writer for 'train' or 'eval', created on first use."""
-        if kind not in self._writers:
-            self._writers[kind] = tf.summary.create_file_writer(self._path('tensorboard', kind))
-        return self._writers[kind]
-
-    def _write_scalars(self, kind: str, step: int, scalars: Mapping[str, float]) -> None:
-        writer = self._writer(kind)
-        with writer.as_default():
-            for tag, value in scalars.items():
-                tf.summary.write(tag, tf.constant(value, tf.float32), step=step,
-                                 metadata=_SCALAR_METADATA)
-        writer.flush()
 
     def _append_history(self, event: Mapping[str, Any]) -> None:
         os.makedirs(self.workdir, exist_ok=True)
@@ -111,35 +148,51 @@ class Reporter:
         step = int(step)
         scalars = {key: float(value) for key, value in scalars.items()}
         self._append_history({'step': step, 'kind': 'train', **scalars})
-        self._write_scalars('train', step, scalars)
+        self._events.write('train', step, scalars=scalars)
 
     def log_eval(self, step: int, split: str, metrics: Mapping[str, Any],
-                 confusion: np.ndarray) -> str:
-        """One evaluation of ``split``: a history line with the scalar metrics and
-        ``iou/{class}``, the same as TensorBoard scalars ``{split}/...``, and
-        ``eval/{split}_{step}.json`` with every metric, per-class values by class name and the
-        confusion matrix (rows ``CONFUSION_ROWS``, columns ``CLASS_NAMES``), and how the images
-        were inferred and from which weights (``metrics['inference']``, ``metrics['weights']``,
-        where given). Returns the per-class table of
-        ``format_class_table``.
+                 confusion: np.ndarray, suffix: str = '') -> str:
+        """One evaluation of ``split`` (``EvalFiles(split, step, suffix)`` says where to):
+
+        * a history line with the scalar metrics and ``iou/{class}``;
+        * the eval record (JSON) with every metric, per-class values by class name, the
+          confusion matrix (rows ``CONFUSION_ROWS``, columns ``CLASS_NAMES``), and how the
+          images were inferred and from which weights (``metrics['inference']``,
+          ``metrics['weights']``, where given);
+        * the confusion matrix's picture (``figures.confusion_figure``);
+        * in TensorBoard, the scalars as ``{split}/...``, the per-class IoU table as the text
+          ``{split}/iou_table`` and the picture as the image ``{split}/confusion``.
+
+        Returns the per-class table of ``format_class_table``.
         """
         table = format_class_table(metrics)
         if not self.enabled:
             return table
-        step = int(step)
+        files = EvalFiles(split, int(step), suffix)
         scalars = scalar_metrics(metrics)
         # compute_metrics already keys the per-class values by class name.
         per_class = {'iou': metrics['iou_by_class'], 'seed_iou': metrics['seed_iou_by_class']}
         class_iou = {f'iou/{name}': value for name, value in per_class['iou'].items()}
-        self._append_history({'step': step, 'kind': 'eval', 'split': split, **scalars,
-                              **class_iou})
-        record = {'step': step, 'split': split, **scalars, **per_class,
+        named = {'record': files.record} if suffix else {}
+        self._append_history({'step': files.step, 'kind': files.kind, 'split': split, **named,
+                              **scalars, **class_iou})
+        record = {'step': files.step, 'split': split, **scalars, **per_class,
                   **{key: metrics[key] for key in ('inference', 'weights') if key in metrics},
                   'confusion_rows': CONFUSION_ROWS, 'confusion_columns': CLASS_NAMES}
-        write_atomically(self._path('eval', f'{split}_{step}.json'),
+        write_atomically(self._path(files.record),
                          _eval_json(record, np.asarray(confusion, np.int64)).encode())
-        tags = {f'{split}/{key}': value for key, value in {**scalars, **class_iou}.items()}
-        self._write_scalars('eval', step, tags)
+        miou = percent(metrics['miou'])  # '-' for a split without labels (Cityscapes' test)
+        title = (f'{split}, step {files.step}{f" ({suffix})" if suffix else ""}: '
+                 f'mIoU {miou}{"" if miou == "-" else "%"}')
+        picture = figures.figure_png(figures.confusion_figure(
+            [(title, np.asarray(confusion))], CLASS_NAMES, COURSE_CLASSES))
+        write_atomically(self._path(files.plot('confusion')), picture)
+        self._events.write(
+            files.tensorboard_run, files.step,
+            scalars={f'{split}/{key}': value for key, value in {**scalars, **class_iou}.items()},
+            images={f'{split}/confusion': picture},
+            texts={f'{split}/iou_table': iou_markdown(
+                per_class['iou'], per_class['seed_iou'], metrics['miou'], metrics['seed_miou'])})
         return table
 
     def plot_curves(self) -> None:
@@ -151,31 +204,42 @@ class Reporter:
             write_atomically(self._path('plots', 'curves.png'),
                              figures.figure_png(figures.curves_figure(history)))
 
-    def save_predictions(self, step: int, images: np.ndarray, labels: np.ndarray,
-                         predictions: np.ndarray, max_images: int = 4) -> None:
-        """``plots/predictions_{step}.png``: the first ``max_images`` examples, one per row.
+    def save_predictions(self, step: int, split: str, images: np.ndarray, labels: np.ndarray,
+                         predictions: np.ndarray, max_images: int = 4, suffix: str = '') -> None:
+        """The prediction panel of the first ``max_images`` examples, one per row, as a PNG
+        (``EvalFiles.plot('predictions')``) and the TensorBoard image ``{split}/predictions``.
 
         ``images`` are ImageNet-normalised (N, H, W, 3); ``labels`` and ``predictions`` are
         train-id maps (N, H, W).
         """
         if not self.enabled:
             return
+        files = EvalFiles(split, int(step), suffix)
         canvas = figures.prediction_panel(np.asarray(images)[:max_images],
                                           np.asarray(labels)[:max_images],
                                           np.asarray(predictions)[:max_images])
-        write_atomically(self._path('plots', f'predictions_{int(step)}.png'),
-                         figures.titled_png(canvas, list(figures.PANEL_TITLES)))
+        picture = figures.titled_png(canvas, list(figures.PANEL_TITLES))
+        write_atomically(self._path(files.plot('predictions')), picture)
+        self._events.write(files.tensorboard_run, files.step,
+                           images={f'{split}/predictions': picture})
 
-    def log_evaluation(self, step: int, split: str, result: 'EvalResult') -> None:
-        """Everything one evaluation  leaves: its record
-        (``log_eval``), its prediction panel, and its table on the console."""
-        table = self.log_eval(step, split, result.metrics, result.confusion)
-        self.save_predictions(step, *result.sample)
+    def log_evaluation(self, step: int, split: str, result: 'EvalResult',
+                       suffix: str = '') -> None:
+        """Everything one evaluation leaves: its record and confusion matrix (``log_eval``),
+        its prediction panel, and on the console its table and where its files went.
+        ``suffix`` is empty for training's evaluations; ``--mode eval`` passes
+        ``seg_jax.evaluate.record_suffix``'s."""
+        table = self.log_eval(step, split, result.metrics, result.confusion, suffix)
+        self.save_predictions(step, split, *result.sample, suffix=suffix)
         if self.enabled:
+            files = EvalFiles(split, int(step), suffix)
+            written = [self._path(path) for path in
+                       (files.record, files.plot('predictions'), files.plot('confusion'))]
+            kept = (f" (training's own record of step {step}, if any, stays as it was)"
+                    if suffix else '')
             print(f'Step {step}, {split} ({result.metrics["num_images"]} images, '
-                  f'{result.labelled_pixels:,} labelled pixels):\n{table}', flush=True)
+                  f'{result.labelled_pixels:,} labelled pixels):\n{table}\n'
+                  f'Wrote {written[0]}, {written[1]} and {written[2]}{kept}.', flush=True)
 
     def close(self) -> None:
-        for writer in self._writers.values():
-            writer.close()
-        self._writers.clear()
+        self._events.close()

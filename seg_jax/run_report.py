@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from seg_jax.checkpoints import BEST_SUBDIR
-from seg_jax.history import HISTORY_FILE, read_history
+from seg_jax.history import HISTORY_FILE, read_history, total_seconds
 from seg_jax.tables import percent
 from seg_jax.workdir import checkpoint_dir
 
@@ -27,14 +27,6 @@ def duration(seconds: float) -> str:
     if hours:
         return f'{hours}h{minutes:02d}m'
     return f'{minutes}m{seconds:02d}s' if minutes else f'{seconds}s'
-
-
-def total_seconds(history: Sequence[Mapping[str, Any]], kind: str) -> float | None:
-    """The summed ``seconds`` of the ``kind`` events ('train': steps only, evaluations
-    excluded; 'eval': evaluations), or None for a history that records none."""
-    seconds = [event['seconds'] for event in history
-               if event['kind'] == kind and 'seconds' in event]
-    return sum(seconds) if seconds else None
 
 
 def command_for(argv: Sequence[str], mode: str, *extra: str) -> str:

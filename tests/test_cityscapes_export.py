@@ -77,12 +77,14 @@ def test_export_with_test_time_augmentation_keeps_full_resolution(trained_run, t
         train_ids = LABEL_ID_TO_TRAIN_ID[np.asarray(Image.open(path))]
         assert train_ids.shape == (64, 128)
         predicted += np.bincount(train_ids.ravel(), minlength=19)[:19]
-    with open(os.path.join(workdir, 'eval', f'validation_{config.num_train_steps}.json')) as f:
+    record_name = (f'validation_{config.num_train_steps}_latest_window64x64-stride32x32_'
+                   'ms0.5-1.0_flip.json')  # --mode eval's record of this inference
+    with open(os.path.join(workdir, 'eval', record_name)) as f:
         record = json.load(f)
     assert record['inference'] == {'window': [64, 64], 'stride': [32, 32],
                                    'scales': [0.5, 1.0], 'flip': True}
     confusion = np.asarray(record['confusion'])
-    # The stored report is the latest evaluation: this one. Its column sums count every
+    # The record of this inference. Its column sums count every
     # prediction (void ground truth included in the last row).
     np.testing.assert_array_equal(predicted, confusion.sum(axis=0))
     assert results['num_images'] == len(exported) == 6

@@ -1,4 +1,5 @@
-"""python -m seg_jax.compare on real tiny runs: every file, the runs' own numbers, refusals."""
+"""python -m seg_jax.compare on real tiny runs: every file, the runs' own numbers (their
+training's evaluations, not --mode eval's), refusals."""
 
 import copy
 import json
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seg_jax import compare, train
+from seg_jax import compare, figures, train
 from seg_jax.data.labels import COURSE_CLASSES
 from seg_jax.errors import ConfigError
 
@@ -30,20 +31,24 @@ def two_runs(trained_run, tmp_path_factory):
 
 
 def read_evals(run):
+    """The records of ``run``'s training evaluations (``validation_<step>.json``) by step."""
     records = {}
     for name in os.listdir(os.path.join(run, 'eval')):
-        with open(os.path.join(run, 'eval', name)) as f:
-            record = json.load(f)
-        records[record['step']] = record
+        if name.removeprefix('validation_').removesuffix('.json').isdigit():
+            with open(os.path.join(run, 'eval', name)) as f:
+                record = json.load(f)
+            records[record['step']] = record
     return records
 
 
-def test_comparison_writes_every_file_with_the_runs_numbers(two_runs, tmp_path):
+def test_comparison_writes_every_file_with_the_runs_numbers(two_runs, tmp_path, capsys):
     first, second = two_runs
     output = tmp_path / 'comparison'
     compare.main([first, second, '--output', str(output), '--images', '2'])
-    assert sorted(os.listdir(output)) == ['curves.png', 'predictions.png', 'results.json',
-                                          'results.md']
+    assert sorted(os.listdir(output)) == ['confusion.png', 'curves.png', 'predictions.png',
+                                          'results.json', 'results.md']
+    assert ('Wrote results.md, results.json, curves.png, predictions.png and confusion.png to '
+            f'{output}.') in capsys.readouterr().out
     results = json.loads((output / 'results.json').read_text())
     rows = {row['run']: row for row in results['runs']}
     for run in (first, second):
@@ -70,6 +75,37 @@ def test_comparison_writes_every_file_with_the_runs_numbers(two_runs, tmp_path):
     tile_width = (grid.shape[1] + 4) // 4 - 4
     assert tile_width == 128 and grid.shape[0] == 20 + 2 * 64 + 4
     assert np.asarray(Image.open(output / 'curves.png')).shape[2] in (3, 4)
+    # One confusion matrix per run, side by side.
+    with Image.open(output / 'confusion.png') as confusion:
+        assert confusion.format == 'PNG'
+        assert confusion.size == (
+            round(100 * (figures.CONFUSION_LABELS_WIDTH + 2 * figures.CONFUSION_PANEL_WIDTH)),
+            round(100 * figures.CONFUSION_HEIGHT))
+
+
+def test_the_confusion_panels_are_the_compared_evaluations(two_runs):
+    runs = [compare.Run(run, 'best', 'validation') for run in two_runs]
+    figure = figures.confusion_figure(compare.confusion_panels(runs), compare.CLASS_NAMES)
+    for run, axis in zip(runs, figure.axes, strict=False):
+        assert axis.get_title() == (f'{run.name}: step {run.eval["step"]}, mIoU '
+                                    f'{100 * run.eval["miou"]:.1f}%')
+        np.testing.assert_array_equal(
+            axis.images[0].get_array(),
+            figures.row_normalised(np.asarray(run.eval['confusion'])[:19]))
+
+
+def test_mode_eval_records_are_not_compared(two_runs, tmp_path):
+    """A --mode eval record beside training's (here a made-up one, later and far better) is
+    neither the best nor the latest evaluation compared: other weights or another inference."""
+    first, _ = two_runs
+    run = tmp_path / 'evaluated_again'
+    shutil.copytree(first, run)
+    training = read_evals(first)
+    rerun = {**training[max(training)], 'step': 100, 'miou': 0.99}
+    (run / 'eval' / 'validation_100_best_whole_flip.json').write_text(json.dumps(rerun))
+    for which in ('best', 'latest'):
+        [row] = compare.compare([str(run)], str(tmp_path / which), which, num_images=1)['runs']
+        assert row['step'] in training and row['miou'] == training[row['step']]['miou']
 
 
 def test_a_run_without_an_evaluation_is_reported_not_compared(two_runs, tmp_path):

@@ -54,7 +54,7 @@ def demo(tmp_path_factory):
 def test_demo_command_leaves_every_output(demo):
     workdir, result, _ = demo
     for path in ('config.json', 'history.jsonl', 'eval/validation_4.json', 'plots/curves.png',
-                 'plots/predictions_4.png', 'checkpoints/4'):
+                 'plots/predictions_4.png', 'plots/confusion_4.png', 'checkpoints/4'):
         assert (workdir / path).exists(), path
     assert list((workdir / 'tensorboard').rglob('events.out.tfevents.*'))
     assert 'building' in result.stdout  # the per-class table was printed
@@ -84,7 +84,8 @@ def test_the_demo_ends_on_its_results_and_the_commands_that_use_them(demo):
             f'{100 * final["seed_miou"]:.1f}%) at step 4') in summary
     trained = sum(event['seconds'] for event in history if event['kind'] == 'train')
     assert f'training {duration(trained)}' in summary
-    for path in ('plots/curves.png', 'plots/predictions_4.png', 'eval/', 'tensorboard/'):
+    for path in ('plots/curves.png', 'plots/predictions_4.png', 'plots/confusion_4.png',
+                 'eval/', 'tensorboard/'):
         assert str(workdir / path) in summary, path
     assert f'{workdir / "checkpoints"}/ (steps 2, 4; best: 4)' in summary
     assert f'tensorboard --logdir {workdir}' in summary

@@ -1,6 +1,8 @@
 """The files a run leaves in its workdir: config, history, eval reports, TensorBoard, plots
-(``seg_jax.history`` writing what ``seg_jax.figures`` and ``seg_jax.tables`` make)."""
+(``seg_jax.history`` writing what ``seg_jax.figures`` and ``seg_jax.tables`` make), and how
+``--mode eval``'s reports stay apart from training's."""
 
+import io
 import json
 import math
 import pathlib
@@ -12,6 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 from seg_jax import figures, history, tables
+from seg_jax.evaluate import EvalResult
 from seg_jax.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from seg_jax.data.labels import CLASS_NAMES, COURSE_CLASSES, IGNORE_LABEL, PALETTE
 
@@ -51,16 +54,23 @@ def all_files(root: pathlib.Path) -> list[pathlib.Path]:
     return sorted(path for path in root.rglob('*') if path.is_file())
 
 
-def scalar_events(folder: pathlib.Path) -> dict[str, dict[int, float]]:
-    """TensorBoard scalars under ``folder``: tag -> step -> value."""
-    scalars: dict[str, dict[int, float]] = {}
+def tensorboard_values(folder: pathlib.Path) -> dict[str, dict[str, dict[int, np.ndarray]]]:
+    """Every summary value of the event files in ``folder``, as TensorBoard reads them:
+    plugin name -> tag -> step -> tensor."""
+    values: dict[str, dict[str, dict[int, np.ndarray]]] = {}
     for path in folder.glob('events.out.tfevents.*'):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             for value in event.summary.value:
-                assert value.metadata.plugin_data.plugin_name == 'scalars'
-                scalars.setdefault(value.tag, {})[event.step] = float(
+                plugin = value.metadata.plugin_data.plugin_name
+                values.setdefault(plugin, {}).setdefault(value.tag, {})[event.step] = (
                     tf.make_ndarray(value.tensor))
-    return scalars
+    return values
+
+
+def scalar_events(folder: pathlib.Path) -> dict[str, dict[int, float]]:
+    """TensorBoard scalars under ``folder``: tag -> step -> value."""
+    return {tag: {step: float(value) for step, value in steps.items()}
+            for tag, steps in tensorboard_values(folder).get('scalars', {}).items()}
 
 
 @pytest.fixture
@@ -189,7 +199,7 @@ def test_predictions_panel_shows_image_labels_and_predictions_in_palette_colours
     labels = np.full((count, height, width), CAR, np.int32)
     labels[:, :, width // 2:] = IGNORE_LABEL
     predictions = labels.clip(0, PERSON)  # car -> person, void -> person
-    reporter.save_predictions(42, normalise(rgb), labels, predictions, max_images=2)
+    reporter.save_predictions(42, 'val', normalise(rgb), labels, predictions, max_images=2)
     panel = np.asarray(assert_png(tmp_path / 'run' / 'plots' / 'predictions_42.png',
                                   (3 * width, 2 * height)).convert('RGB'))
     gap, header = figures.PANEL_GAP, figures.HEADER_HEIGHT
@@ -221,8 +231,8 @@ def test_denormalize_inverts_imagenet_normalisation():
 
 def test_mismatched_shapes_are_rejected(reporter):
     with pytest.raises(ValueError, match='labels and predictions'):
-        reporter.save_predictions(0, np.zeros((1, 4, 4, 3)), np.zeros((1, 4, 4), np.int32),
-                                  np.zeros((1, 4, 5), np.int32))
+        reporter.save_predictions(0, 'val', np.zeros((1, 4, 4, 3)),
+                                  np.zeros((1, 4, 4), np.int32), np.zeros((1, 4, 5), np.int32))
 
 
 def test_history_keeps_the_latest_record_of_a_step_and_skips_a_torn_line(reporter, tmp_path):
@@ -240,12 +250,12 @@ def test_outputs_leave_no_partial_files(reporter, tmp_path):
     reporter.log_train(1, {'loss': 1.0})
     reporter.log_eval(1, 'val', fake_metrics(), fake_confusion())
     reporter.plot_curves()
-    reporter.save_predictions(1, np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8), np.int32),
+    reporter.save_predictions(1, 'val', np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8), np.int32),
                               np.zeros((1, 8, 8), np.int32))
     names = {path.relative_to(tmp_path / 'run').as_posix()
              for path in all_files(tmp_path / 'run') if 'tensorboard' not in path.parts}
     assert names == {'config.json', 'history.jsonl', 'eval/val_1.json', 'plots/curves.png',
-                     'plots/predictions_1.png'}
+                     'plots/predictions_1.png', 'plots/confusion_1.png'}
 
 
 def test_disabled_reporter_writes_nothing(tmp_path):
@@ -254,8 +264,88 @@ def test_disabled_reporter_writes_nothing(tmp_path):
     reporter.log_train(1, {'loss': 1.0})
     table = reporter.log_eval(1, 'val', fake_metrics(), fake_confusion())
     reporter.plot_curves()
-    reporter.save_predictions(1, np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8), np.int32),
+    reporter.save_predictions(1, 'val', np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8), np.int32),
                               np.zeros((1, 8, 8), np.int32))
     reporter.close()
     assert 'bicycle' in table
     assert all_files(tmp_path) == []
+
+
+def fake_result(scale: float = 1.0) -> EvalResult:
+    """What ``Evaluator.evaluate`` returns: ``fake_metrics`` and two 8x16 examples whose cars
+    are predicted as persons."""
+    metrics = {**fake_metrics(scale), 'num_images': 2}
+    sample = (normalise(np.zeros((2, 8, 16, 3))), np.full((2, 8, 16), CAR, np.int32),
+              np.full((2, 8, 16), PERSON, np.int32))
+    return EvalResult(metrics, fake_confusion(), sample, labelled_pixels=2 * 8 * 16)
+
+
+def test_each_evaluation_draws_its_confusion_matrix_beside_its_predictions(reporter, tmp_path):
+    for step in (4, 8):
+        reporter.log_evaluation(step, 'val', fake_result(step / 8))
+    plots = tmp_path / 'run' / 'plots'
+    assert sorted(path.name for path in plots.iterdir()) == [
+        'confusion_4.png', 'confusion_8.png', 'predictions_4.png', 'predictions_8.png']
+    # One matrix: the width of one panel and the row labels.
+    width = round(100 * (figures.CONFUSION_LABELS_WIDTH + figures.CONFUSION_PANEL_WIDTH))
+    assert assert_png(plots / 'confusion_8.png', (0, 0)).size == (
+        width, round(100 * figures.CONFUSION_HEIGHT))
+
+
+def test_tensorboard_shows_the_pictures_and_the_class_iou_table(reporter, tmp_path):
+    reporter.log_evaluation(6, 'val', fake_result())
+    values = tensorboard_values(tmp_path / 'run' / 'tensorboard' / 'eval')
+    plots = tmp_path / 'run' / 'plots'
+    for tag, path in (('val/confusion', plots / 'confusion_6.png'),
+                      ('val/predictions', plots / 'predictions_6.png')):
+        width, height, png = values['images'][tag][6]  # the image plugin's layout
+        assert png == path.read_bytes()
+        assert Image.open(io.BytesIO(png)).size == (int(width), int(height))
+    [table] = values['text']['val/iou_table'].values()
+    rows = {cells[0].strip('*'): cells[1:] for cells in (
+        [cell.strip() for cell in line.strip('|').split('|')]
+        for line in table.item().decode().splitlines() if line.startswith('|'))}
+    assert rows['car'] == [f'{CAR + 10:.1f}', f'{CAR + 5:.1f}']
+    assert rows['train'] == ['-', '-']
+    assert rows['mean'] == [f'{100 * fake_metrics()["miou"]:.1f}',
+                            f'{100 * fake_metrics()["seed_miou"]:.1f}']
+    assert '| **person** |' in table.item().decode() and '| road |' in table.item().decode()
+    assert values['scalars']['val/iou/person'][6] == pytest.approx((PERSON + 10) / 100)
+
+
+def test_mode_eval_reports_beside_training_and_out_of_its_curves(reporter, tmp_path, capsys):
+    run = tmp_path / 'run'
+    reporter.log_evaluation(8, 'val', fake_result())  # training's evaluation of step 8
+    training = {path: path.read_bytes() for path in all_files(run) if 'tensorboard' not in
+                path.parts and path.name != history.HISTORY_FILE}
+    capsys.readouterr()
+    reporter.log_evaluation(8, 'val', fake_result(0.5), suffix='best_whole_flip')
+    reporter.log_evaluation(8, 'val', fake_result(0.25), suffix='latest_whole')
+    reporter.log_evaluation(8, 'val', fake_result(0.75), suffix='latest_whole')  # again
+    assert {path: path.read_bytes() for path in training} == training  # untouched
+    assert {path.relative_to(run).as_posix() for path in all_files(run)
+            if 'tensorboard' not in path.parts} - {
+        path.relative_to(run).as_posix() for path in training} == {
+        'history.jsonl', 'eval/val_8_best_whole_flip.json', 'eval/val_8_latest_whole.json',
+        'plots/predictions_val_8_best_whole_flip.png', 'plots/confusion_val_8_best_whole_flip.png',
+        'plots/predictions_val_8_latest_whole.png', 'plots/confusion_val_8_latest_whole.png'}
+    rerun = json.loads((run / 'eval' / 'val_8_latest_whole.json').read_text())
+    assert rerun['miou'] == pytest.approx(fake_metrics(0.75)['miou'])  # the latest rerun
+    events = history.read_history(str(run / history.HISTORY_FILE))
+    assert [(event['kind'], event.get('record'), event['miou']) for event in events] == [
+        ('eval', None, pytest.approx(fake_metrics()['miou'])),
+        ('mode_eval', 'eval/val_8_best_whole_flip.json', pytest.approx(fake_metrics(0.5)['miou'])),
+        ('mode_eval', 'eval/val_8_latest_whole.json', pytest.approx(fake_metrics(0.75)['miou']))]
+    # Training's curves and TensorBoard run show training's evaluation only.
+    miou_axis = figures.curves_figure(events).axes[2]
+    assert [list(line.get_ydata()) for line in miou_axis.lines
+            if line.get_label() == 'val'] == [[pytest.approx(fake_metrics()['miou'])]]
+    board = run / 'tensorboard'
+    assert scalar_events(board / 'eval')['val/miou'] == {8: pytest.approx(fake_metrics()['miou'])}
+    assert scalar_events(board / 'eval_best_whole_flip')['val/miou'] == {
+        8: pytest.approx(fake_metrics(0.5)['miou'])}
+    out = capsys.readouterr().out
+    assert (f'Wrote {run / "eval" / "val_8_best_whole_flip.json"}, '
+            f'{run / "plots" / "predictions_val_8_best_whole_flip.png"} and '
+            f'{run / "plots" / "confusion_val_8_best_whole_flip.png"} (training\'s own record of '
+            'step 8, if any, stays as it was).') in out

@@ -227,7 +227,7 @@ def test_evaluating_a_downloaded_checkpoint_needs_no_training(checkpoint_files, 
     assert 'Pretrained mmsegmentation pspnet_r50-d8' in out
     assert results['weights'] == {'source': 'pretrained', 'path': path, 'step': 0}
     assert results['num_images'] == tiny_config.get_config().data.synthetic.num_val
-    record = json.loads((workdir / 'eval' / 'validation_0.json').read_text())
+    record = json.loads((workdir / 'eval' / 'validation_0_pretrained_whole.json').read_text())
     assert record['weights']['source'] == 'pretrained' and record['miou'] == results['miou']
     assert not (workdir / 'checkpoints').exists()
 

@@ -253,7 +253,7 @@ def test_eval_never_writes_into_the_checkpoint_folder(data_dir, trained_workdir)
         evaluate.evaluate_checkpoint(config, str(trained_workdir))
     assert tree_digest(trained_workdir / 'checkpoints') == before
     assert os.stat(trained_workdir / 'checkpoints').st_mtime_ns == modified
-    assert (trained_workdir / 'eval' / 'validation_2.json').exists()  # reports go beside it
+    assert (trained_workdir / 'eval' / 'validation_2_step_whole.json').exists()  # beside it
 
 
 def largest_file(folder) -> str:
