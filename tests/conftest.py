@@ -3,7 +3,9 @@
 XLA reads XLA_FLAGS once, when jax first initialises its backends, so it is set here, before
 any test module imports jax. Subprocesses started by tests inherit it, and the persistent
 compilation cache: the many training subprocesses of the suite (resume, preemption, errors)
-compile the same tiny programs, which they then load instead of compiling again.
+compile the same tiny programs, which they then load instead of compiling again. Under
+pytest-xdist this module runs first in the controlling process, which makes the cache folder,
+so its workers (and their subprocesses) inherit one folder and share it.
 """
 
 import atexit
@@ -17,7 +19,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
     os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='seg_jax_test_xla_cache_')
     atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
-os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+# Every program, however quick to compile: a training subprocess compiles a few hundred small
+# ones (the checkpoint's device-to-host copies, metrics, eager ops), seconds in all, which the
+# next subprocess and the other pytest-xdist worker then load instead.
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import importlib  # noqa: E402
 import logging  # noqa: E402
@@ -70,3 +75,19 @@ def _console_as_it_was():
     logger.setLevel(before[2])
     logging.root.setLevel(levels[0])
     absl_logger.setLevel(levels[1])
+
+
+# The slowest files first (seconds on 2 CPU cores, one process), so that with pytest-xdist's
+# `--dist loadfile` (tests of one file on one worker, in the collected order) the long files
+# start at once and the short ones fill in at the end; the rest keep their order.
+SLOW_FILES = ('test_reliability.py', 'test_multihost.py', 'test_mmseg.py', 'test_train.py',
+              'test_models.py', 'test_benchmarks.py', 'test_inference.py', 'test_pretrained.py',
+              'test_main.py', 'test_compare.py', 'test_console.py', 'test_evaluate.py',
+              'test_cityscapes_export.py', 'test_layers.py')
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return SLOW_FILES.index(name) if name in SLOW_FILES else len(SLOW_FILES)
+    items.sort(key=rank)  # stable: each file's tests keep their order

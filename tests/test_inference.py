@@ -24,27 +24,37 @@ def unet():
     model = build_model(get_config().model)
     variables = jax.jit(lambda key: model.init(key, jnp.zeros((1, 32, 64, 3)), train=False))(
         jax.random.key(0))
-    leaves, tree = jax.tree_util.tree_flatten_with_path(variables)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    randomized = []
-    for (path, leaf), key in zip(leaves, keys):
-        name = path[-1].key
-        if name == 'var':
-            randomized.append(jax.random.uniform(key, leaf.shape, minval=0.5, maxval=1.5))
-        elif name == 'mean':
-            randomized.append(0.1 * jax.random.normal(key, leaf.shape))
-        else:
-            randomized.append(leaf + 0.02 * jax.random.normal(key, leaf.shape))
-    return model, jax.tree_util.tree_unflatten(tree, randomized)
+
+    @jax.jit  # one program instead of one per leaf shape
+    def randomize(variables):
+        leaves, tree = jax.tree_util.tree_flatten_with_path(variables)
+        keys = jax.random.split(jax.random.key(1), len(leaves))
+        randomized = []
+        for (path, leaf), key in zip(leaves, keys):
+            name = path[-1].key
+            if name == 'var':
+                randomized.append(jax.random.uniform(key, leaf.shape, minval=0.5, maxval=1.5))
+            elif name == 'mean':
+                randomized.append(0.1 * jax.random.normal(key, leaf.shape))
+            else:
+                randomized.append(leaf + 0.02 * jax.random.normal(key, leaf.shape))
+        return jax.tree_util.tree_unflatten(tree, randomized)
+    return model, randomize(variables)
 
 
 def images(shape, seed=0):
     return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
 
 
+def logits(model, variables, x):
+    """``model.apply(variables, x, train=False)['out']``, jitted (faster to compile than run
+    eagerly, op by op)."""
+    return jax.jit(lambda v, x: model.apply(v, x, train=False)['out'])(variables, x)
+
+
 def plain(model, variables, x):
     """The model on ``x`` as training's evaluation ran it: log-softmax of its logits."""
-    return jax.nn.log_softmax(model.apply(variables, x, train=False)['out'], axis=-1)
+    return jax.nn.log_softmax(logits(model, variables, x), axis=-1)
 
 
 def test_whole_image_is_the_model_on_the_image(unet):
@@ -72,8 +82,7 @@ def test_overlapping_windows_average_their_logits(unet):
     for top in (0, 16):
         for left in (0, 24, 32):
             crop = x[:, top:top + 32, left:left + 48]
-            total[:, top:top + 32, left:left + 48] += model.apply(variables, crop,
-                                                                  train=False)['out']
+            total[:, top:top + 32, left:left + 48] += logits(model, variables, crop)
             count[:, top:top + 32, left:left + 48] += 1
     expected = jax.nn.log_softmax(total / count, axis=-1)
     np.testing.assert_allclose(got, expected, **TOLERANCE)
@@ -102,8 +111,8 @@ def test_multi_scale_averages_the_probabilities_of_each_scale_at_the_input_size(
     got = log_probabilities(model, variables, x, InferenceSettings(scales=(0.5, 1.0, 1.5)))
     probabilities = []
     for size in ((16, 32), (32, 64), (48, 96)):
-        logits = model.apply(variables, resize_bilinear(x, size), train=False)['out']
-        probabilities.append(jax.nn.softmax(resize_bilinear(logits, (32, 64)), axis=-1))
+        scaled = logits(model, variables, resize_bilinear(x, size))
+        probabilities.append(jax.nn.softmax(resize_bilinear(scaled, (32, 64)), axis=-1))
     expected = jnp.log(sum(probabilities) / 3)
     np.testing.assert_allclose(got, expected, **TOLERANCE)
 
@@ -137,8 +146,8 @@ def test_flip_averages_the_prediction_of_the_mirrored_image(unet):
     model, variables = unet
     x = images((1, 32, 64, 3), seed=6)
     got = log_probabilities(model, variables, x, InferenceSettings(flip=True))
-    mirrored = model.apply(variables, x[:, :, ::-1], train=False)['out'][:, :, ::-1]
-    direct = model.apply(variables, x, train=False)['out']
+    mirrored = logits(model, variables, x[:, :, ::-1])[:, :, ::-1]
+    direct = logits(model, variables, x)
     expected = jnp.log((jax.nn.softmax(direct) + jax.nn.softmax(mirrored)) / 2)
     np.testing.assert_allclose(got, expected, **TOLERANCE)
     assert np.abs(np.asarray(got) - np.asarray(jax.nn.log_softmax(direct))).max() > 1e-3

@@ -16,7 +16,8 @@ from seg_jax.models.layers import (ConvBN, SubpixelConvTranspose, conv, kernel_i
 def test_fcn_kernels_have_xavier_variance():
     config = load_config('fcn')
     model = build_model(config.model)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)['params']
+    params = jax.jit(lambda key: model.init(key, jnp.zeros((1, 64, 64, 3)), train=False))(
+        jax.random.key(0))['params']  # jitted: faster to compile than eager initialisers
     kernel = params['backbone']['conv5']['0']['kernel']  # 3x3, 256 -> 512
     assert kernel.shape == (3, 3, 256, 512)
     fan_in, fan_out = 9 * 256, 9 * 512
