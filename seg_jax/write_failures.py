@@ -124,14 +124,19 @@ def check_room(directory: str, checkpoint_bytes: int) -> None:
 
 class _BackgroundWriteErrors(logging.Filter):
     """Drops orbax's background-thread logs of a fixable write failure, which the main thread
-    reports itself; anything else passes."""
+    reports itself, and asyncio's "Task exception was never retrieved" of the same failure (a
+    write task of the failed save, collected later); anything else passes."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR or 'orbax' not in record.pathname:
+        if record.levelno < logging.ERROR or not ('orbax' in record.pathname or
+                                                  record.name == 'asyncio'):
             return True
         exc = record.exc_info[1] if record.exc_info else None
         failure = write_failure_code(exc) if exc else None
         return failure is None and _code_in_text(record.getMessage()) is None
+
+
+_UNRETRIEVED_WRITE_ERRORS = _BackgroundWriteErrors()
 
 
 @contextlib.contextmanager
@@ -140,6 +145,8 @@ def quiet_background_write_errors() -> Iterator[None]:
     absl_logger = logging.getLogger('absl')
     quiet = _BackgroundWriteErrors()
     absl_logger.addFilter(quiet)
+    # A failed save's tasks can be collected at any later time, exit included: this one stays.
+    logging.getLogger('asyncio').addFilter(_UNRETRIEVED_WRITE_ERRORS)
     try:
         yield
     finally:

@@ -113,3 +113,15 @@ def test_a_disk_without_room_for_one_checkpoint_is_refused_up_front(tmp_path):
             rf'^{tmp_path / "new"} has [\d.]+ MiB free, less than one checkpoint of this model '
             r'\([\d.]+ MiB; .*Free space there, or train in a --workdir on a disk with room\.$')):
         write_failures.check_room(str(tmp_path / 'new'), checkpoint_bytes=free + 2**30)
+
+
+def test_an_unretrieved_write_task_of_a_failed_save_is_not_printed_other_task_errors_are(caplog):
+    with write_failures.quiet_background_write_errors():
+        pass  # a Checkpointer's lifetime; its failed save's tasks may be collected after it
+    failure = ValueError("RESOURCE_EXHAUSTED: Failed writing: No space left on device "
+                         "[os_error_code='28']")
+    other = ValueError('a bug in a task')
+    for error in (failure, other):
+        logging.getLogger('asyncio').error('Task exception was never retrieved',
+                                           exc_info=(ValueError, error, None))
+    assert [record.exc_info[1] for record in caplog.records] == [other]
