@@ -25,7 +25,6 @@ runs that differ in dataset, split or number of classes are refused, never mixed
 import argparse
 import glob
 import json
-import math
 import os
 import re
 import statistics
@@ -41,7 +40,7 @@ from seg_jax.data import pipeline
 from seg_jax.data.labels import CLASS_NAMES, COURSE_CLASSES
 from seg_jax.errors import ConfigError, SegJaxError
 from seg_jax.files import write_atomically
-from seg_jax.history import HISTORY_FILE, read_history, total_seconds
+from seg_jax.history import HISTORY_FILE, best_evaluation, read_history, total_seconds
 from seg_jax.summary import model_summary
 from seg_jax.tables import percent
 from seg_jax.workdir import json_safe, stored_config, with_defaults
@@ -86,8 +85,7 @@ class Run:
         records = eval_records(directory, split)
         self.eval = None
         if records:
-            self.eval = (max(records, key=lambda r: (_finite(r['miou']), r['step']))
-                         if which == 'best' else records[-1])
+            self.eval = best_evaluation(records) if which == 'best' else records[-1]
 
     @property
     def dataset(self) -> dict[str, Any]:
@@ -101,10 +99,6 @@ class Run:
     @property
     def num_classes(self) -> int:
         return self.config['model']['num_classes']
-
-
-def _finite(value: float) -> float:
-    return value if value is not None and math.isfinite(value) else -math.inf
 
 
 def check_comparable(runs: list[Run]) -> None:

@@ -72,7 +72,7 @@ def configure(verbosity: int) -> None:
     from absl import logging as absl_logging
     if verbosity <= QUIET:
         os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # C++ INFO off, warnings kept
-    if verbosity > QUIET:  # asked for: libraries' records in absl's format, argparse tools too
+    else:  # asked for: libraries' records in absl's format, argparse tools too
         absl_logging.use_absl_handler()
     absl_logging.set_verbosity(max(verbosity, QUIET))  # the root logger's level, for everyone
     logger = logging.getLogger(LOGGER_NAME)

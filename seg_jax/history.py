@@ -25,6 +25,7 @@ was. The history is appended a line at a time; a torn last line is skipped when 
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,16 @@ def total_seconds(history: Sequence[Mapping[str, Any]], kind: str) -> float | No
     seconds = [event['seconds'] for event in history
                if event['kind'] == kind and 'seconds' in event]
     return sum(seconds) if seconds else None
+
+
+def best_evaluation(evaluations: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The evaluation (history event or eval record) of the highest mIoU, the later one on a
+    tie; a NaN or missing mIoU (a split without labels) ranks last."""
+    def rank(evaluation: Mapping[str, Any]) -> tuple[float, int]:
+        miou = evaluation.get('miou')
+        return (miou if miou is not None and math.isfinite(miou) else -math.inf,
+                evaluation['step'])
+    return max(evaluations, key=rank)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,14 +7,13 @@ commands that evaluate or apply this run, ready to copy. Everything is read back
 run wrote (``history.jsonl``, the workdir's folders), so a resumed run reports the whole run.
 """
 
-import math
 import os
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from seg_jax.checkpoints import BEST_SUBDIR
-from seg_jax.history import HISTORY_FILE, read_history, total_seconds
+from seg_jax.history import HISTORY_FILE, best_evaluation, read_history, total_seconds
 from seg_jax.tables import percent
 from seg_jax.workdir import checkpoint_dir
 
@@ -50,10 +49,6 @@ def _score(event: Mapping[str, Any]) -> str:
             f'at step {event["step"]}')
 
 
-def _finite_miou(event: Mapping[str, Any]) -> float:
-    return event['miou'] if math.isfinite(event['miou']) else -math.inf
-
-
 def _steps(folder: str) -> list[int]:
     if not os.path.isdir(folder):
         return []
@@ -68,7 +63,7 @@ def run_report(workdir: str, steps: int, argv: Sequence[str]) -> str:
     lines = [f'Training finished: {steps} steps.']
     if evaluations:
         final = evaluations[-1]
-        best = max(evaluations, key=lambda event: (_finite_miou(event), event['step']))
+        best = best_evaluation(evaluations)
         lines.append(f'{final["split"]} mIoU: final {_score(final)}; best {_score(best)}.')
     times = [f'{label} {duration(seconds)}' for label, seconds in
              (('training', total_seconds(history, 'train')),
