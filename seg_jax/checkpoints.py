@@ -40,6 +40,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
+from orbax.checkpoint._src.metadata import array_metadata_store
 
 from seg_jax import console, write_failures
 from seg_jax.damaged_checkpoints import (DAMAGED_FOLDER, ITEM_METADATA_FILE,
@@ -51,6 +52,21 @@ log = logging.getLogger(__name__)
 
 BEST_SUBDIR = 'best'
 MAX_LISTED_DIFFERENCES = 5
+# Replicated arrays are copied to the host in 1/R slices from each of their R devices
+# ("replica-parallel") only where a slice holds at least this much. Each slice is a separate
+# device operation, so slicing small arrays costs more than it saves: a tiny U-Net's 738
+# arrays on 8 devices were 5,778 slices and 6 s per save on the CPU, against 0.4 s unsliced.
+MIN_REPLICA_SLICE_BYTES = 1 << 20
+
+
+def _state_handler() -> ocp.PyTreeCheckpointHandler:
+    """The handler orbax's StandardCheckpointHandler wraps (the same files), with
+    replica-parallel copies limited to slices of ``MIN_REPLICA_SLICE_BYTES`` or more."""
+    arrays = ocp.type_handlers.ArrayHandler(
+        min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES,
+        array_metadata_store=array_metadata_store.Store())
+    return ocp.PyTreeCheckpointHandler(
+        type_handler_registry=ocp.type_handlers.create_type_handler_registry((jax.Array, arrays)))
 
 
 class Checkpointer:
@@ -90,10 +106,10 @@ class Checkpointer:
                                                               n=1), **ranking)
         with console.without_library_notice('Given directory is read only'):
             self._periodic = ocp.CheckpointManager(
-                self.directory, item_handlers=ocp.StandardCheckpointHandler(),
+                self.directory, item_handlers=_state_handler(),
                 options=periodic_options)
             self._best = ocp.CheckpointManager(
-                self.directory / BEST_SUBDIR, item_handlers=ocp.StandardCheckpointHandler(),
+                self.directory / BEST_SUBDIR, item_handlers=_state_handler(),
                 options=best_options)
         self._best_value = self._stored_best_value()
         self._failed_saves: list[tuple[str, int | None]] = []  # (folder, step) of failed saves
@@ -121,7 +137,7 @@ class Checkpointer:
         if latest is not None and step <= latest:
             return False
         with self._write_failures_reported(self._periodic, step):
-            return self._periodic.save(step, args=ocp.args.StandardSave(state), force=force)
+            return self._periodic.save(step, args=ocp.args.PyTreeSave(state), force=force)
 
     def save_best(self, step: int, state: Any, metric_value: float) -> bool:
         """Saves ``state`` as the best checkpoint if ``metric_value`` beats the stored best.
@@ -135,7 +151,7 @@ class Checkpointer:
         if not improves or step in self._best.all_steps():
             return False
         with self._write_failures_reported(self._best, step):
-            saved = self._best.save(step, args=ocp.args.StandardSave(state),
+            saved = self._best.save(step, args=ocp.args.PyTreeSave(state),
                                     metrics={self.best_metric: value}, force=True)
         if saved:
             self._best_value = value
@@ -266,7 +282,8 @@ class Checkpointer:
             stored = manager.item_metadata(step).tree
         _check_fits(target, stored, str(folder))
         with reading(step, folder):
-            return manager.restore(step, args=ocp.args.StandardRestore(target))
+            return manager.restore(step, args=ocp.args.PyTreeRestore(
+                target, restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
 
     def _folders_newest_first(self) -> list[tuple[ocp.CheckpointManager, int]]:
         """Every checkpoint as (manager, step), newest step first; of a step saved both as
