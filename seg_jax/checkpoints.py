@@ -60,13 +60,16 @@ MIN_REPLICA_SLICE_BYTES = 1 << 20
 
 
 def _state_handler() -> ocp.PyTreeCheckpointHandler:
-    """The handler orbax's StandardCheckpointHandler wraps (the same files), with
-    replica-parallel copies limited to slices of ``MIN_REPLICA_SLICE_BYTES`` or more."""
+    """The handler orbax's StandardCheckpointHandler wraps (the same files, every type orbax
+    saves by default: jax and numpy arrays, scalars, strings), with replica-parallel copies
+    of jax arrays limited to slices of ``MIN_REPLICA_SLICE_BYTES`` or more."""
     arrays = ocp.type_handlers.ArrayHandler(
         min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES,
         array_metadata_store=array_metadata_store.Store())
+    handlers = [(kind, arrays if kind is jax.Array else ocp.type_handlers.get_type_handler(kind))
+                for kind in ocp.type_handlers.supported_types()]
     return ocp.PyTreeCheckpointHandler(
-        type_handler_registry=ocp.type_handlers.create_type_handler_registry((jax.Array, arrays)))
+        type_handler_registry=ocp.type_handlers.create_type_handler_registry(*handlers))
 
 
 class Checkpointer:

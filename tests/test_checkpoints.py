@@ -58,6 +58,17 @@ def test_roundtrip_is_bit_for_bit(tmp_path):
     assert_bitwise_equal(restored, state)
 
 
+def test_host_values_roundtrip_beside_device_arrays(tmp_path):
+    """States built on the host (numpy arrays and scalars) save and restore as orbax's defaults do."""
+    state = {'device': jnp.arange(4.0), 'host': np.arange(3, dtype=np.int16),
+             'count': np.int64(5)}
+    with Checkpointer(tmp_path, keep=1) as checkpointer:
+        assert checkpointer.save(1, state)
+    with Checkpointer(tmp_path, keep=1, read_only=True) as checkpointer:
+        restored = checkpointer.restore(jax.tree.map(np.zeros_like, state))
+    assert_bitwise_equal(restored, state)
+
+
 def test_relative_directory_is_made_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with Checkpointer('workdir/checkpoints', keep=1) as checkpointer:
