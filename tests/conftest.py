@@ -2,14 +2,14 @@
 
 XLA reads XLA_FLAGS once, when jax first initialises its backends, so it is set here, before
 any test module imports jax. Besides the fake devices it lowers LLVM's optimisation of the CPU
-code to -O1: the suite's programs are tiny, so their time goes to compiling them, not to running
-them, and at -O1 tests/test_models.py runs 15% faster, every assertion as before (-O2, the default, spends more;
--O0 spends least, but rounds differently enough to move the one-versus-eight-devices comparison
-past its tolerance). Subprocesses started by tests inherit it, and the persistent
-compilation cache: the many training subprocesses of the suite (resume, preemption, errors)
-compile the same tiny programs, which they then load instead of compiling again. Under
-pytest-xdist this module runs first in the controlling process, which makes the cache folder,
-so its workers (and their subprocesses) inherit one folder and share it.
+code to -O1: the suite's programs are tiny, so their time goes to compiling them rather than
+running them, and at -O1 tests/test_models.py runs 15% faster with every assertion as before
+(-O2, the default, spends more; -O0 least, but it rounds differently enough to move the
+one-versus-eight-devices comparison past its tolerance). Subprocesses started by tests
+inherit it, and the persistent compilation cache: the many training subprocesses of the suite
+(resume, preemption, errors) compile the same tiny programs, which they then load instead of
+compiling again. Under pytest-xdist this module runs first in the controlling process, which
+makes the cache folder, so its workers (and their subprocesses) inherit one folder and share it.
 """
 
 import atexit
