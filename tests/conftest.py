@@ -17,9 +17,14 @@ import os
 import shutil
 import tempfile
 
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=8'
-                           ' --xla_backend_optimization_level=1').strip()
+
+def xla_flags(devices: int) -> str:
+    """XLA_FLAGS of a test process with ``devices`` fake CPU devices, compiled at -O1."""
+    return (f'--xla_force_host_platform_device_count={devices} '
+            '--xla_backend_optimization_level=1')
+
+
+os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags(8)}".strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
     os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='seg_jax_test_xla_cache_')

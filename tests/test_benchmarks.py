@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, xla_flags
 
 
 def test_model_zoo_benchmark_prints_one_json_object_per_config(tmp_path):
@@ -83,7 +83,7 @@ def test_inference_benchmark_prints_one_json_object_per_mode(tmp_path):
          '--size', '64', '128', '--batch', '1', '--window', '64', '64', '--stride', '32', '32',
          '--scales', '0.5', '1.0', '--repeats', '1'],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        env={**os.environ, 'XLA_FLAGS': ''})  # one device, for a batch of one
+        env={**os.environ, 'XLA_FLAGS': xla_flags(1)})  # one device, for a batch of one
     assert result.returncode == 0, result.stderr
     rows = {row['mode']: row for row in map(json.loads, result.stdout.splitlines())}
     assert list(rows) == ['whole', 'window', 'ms_flip', 'window_ms_flip']

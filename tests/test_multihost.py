@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 import tiny_config
-from conftest import REPO
+from conftest import REPO, xla_flags
 from seg_jax import parallel
 from seg_jax.restore import restore_checkpoint
 from seg_jax.data.labels import IGNORE_LABEL, LABEL_ID_TO_TRAIN_ID
@@ -46,7 +46,7 @@ def job_environment(devices_per_process: int) -> dict[str, str]:
     """This environment with ``devices_per_process`` fake CPU devices instead of the suite's 8."""
     environment = dict(os.environ, JAX_PLATFORMS='cpu', PYTHON=sys.executable,
                        DEVICES_PER_PROCESS=str(devices_per_process))
-    environment['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices_per_process}'
+    environment['XLA_FLAGS'] = xla_flags(devices_per_process)
     return environment
 
 
