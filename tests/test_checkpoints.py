@@ -59,7 +59,8 @@ def test_roundtrip_is_bit_for_bit(tmp_path):
 
 
 def test_host_values_roundtrip_beside_device_arrays(tmp_path):
-    """States built on the host (numpy arrays and scalars) save and restore as orbax's defaults do."""
+    """States built on the host (numpy arrays and scalars) save and restore as orbax's
+    defaults save them."""
     state = {'device': jnp.arange(4.0), 'host': np.arange(3, dtype=np.int16),
              'count': np.int64(5)}
     with Checkpointer(tmp_path, keep=1) as checkpointer:

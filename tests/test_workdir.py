@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-import tiny_config
 from conftest import REPO
 from seg_jax import evaluate, train, workdir
 from seg_jax.history import read_history
+from test_train import tiny_config
 
 
 def test_fields_added_since_a_run_was_written_compare_at_their_defaults(tmp_path):
@@ -34,11 +34,9 @@ OLD_RUN = REPO / 'tests' / 'data' / 'workdir_d0ed8bf'
 
 
 def old_run_config(data_dir: str, steps: int):
-    config = tiny_config.get_config()
-    config.data.dir = data_dir
+    config = tiny_config(data_dir, steps)
     config.model.width = 0.03125
     config.data.synthetic.update(num_train=8, num_val=2)
-    config.num_train_steps = steps
     config.eval_every_steps = config.checkpoint_every_steps = 2
     config.keep_checkpoints = 1
     return config
