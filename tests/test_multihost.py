@@ -223,10 +223,13 @@ def test_only_process_zero_writes_reports(runs):
 
 
 def test_local_multiprocess_launcher_runs_the_demo(tmp_path):
+    # The demo's config, its data and network shrunk as tests/tiny_config.py shrinks them.
     result = launch(2, f'--config={REPO / "configs" / "demo.py"}', f'--workdir={tmp_path / "w"}',
                     f'--config.data.dir={tmp_path / "data"}', '--config.num_train_steps=2',
                     '--config.data.synthetic.num_train=16', '--config.data.synthetic.num_val=4',
-                    '--config.data.synthetic.num_test=1', '--config.schedule.warmup_steps=0',
+                    '--config.data.synthetic.num_test=1', '--config.data.synthetic.height=64',
+                    '--config.data.synthetic.width=128', '--config.data.crop_size=(64, 128)',
+                    '--config.model.width=0.125', '--config.schedule.warmup_steps=0',
                     cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     assert '[process 0] Step 2, validation (4 images' in result.stdout
