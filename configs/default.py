@@ -124,6 +124,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.predict.overlay_alpha = 0.5  # opacity of the colours over the photo in *_overlay.png
     config.predict.overwrite = False  # True: replace outputs of an earlier prediction
 
+    # --mode export (seg_jax/export.py): the restored model as segmenter.jax (jax.export), a
+    # TensorFlow SavedModel and metadata.json, each checked against --mode predict before it is kept.
+    config.export = ml_collections.ConfigDict()
+    config.export.dir = placeholder(str)  # default: <workdir>/export/<step>; never overwritten
+    # (height, width) of the images it takes; default: the eval images' (synthetic: their own,
+    # Cityscapes: 1024x2048). The batch size is free.
+    config.export.image_size = placeholder(tuple)
+    config.export.probabilities = False  # True: class probabilities beside the train ids
+    config.export.platforms = ('cpu', 'cuda', 'tpu')  # what segmenter.jax and the SavedModel run on
+    config.export.check_images = 2  # synthetic scenes each file is checked on (rounded up to the devices)
+
     # --mode benchmark (seg_jax/benchmark.py): what is timed, and how long.
     config.benchmark = ml_collections.ConfigDict()
     config.benchmark.warmup_steps = 3  # train steps run before timing

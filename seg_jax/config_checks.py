@@ -1,6 +1,6 @@
 """Every check of a config that needs no data, made once, before anything is built or compiled.
 
-Each mode's entry point (training, ``--mode eval``, ``predict`` and ``benchmark``) calls
+Each mode's entry point (training, ``--mode eval``, ``predict``, ``benchmark`` and ``export``) calls
 ``check_config(config, mode)`` first, so a bad value is refused in one line before a
 checkpoint is restored, a split is listed or a function is compiled. The checks themselves live
 with what they protect (the loss beside the losses, the inference settings beside inference,
@@ -18,7 +18,7 @@ from seg_jax import inference, losses, parallel
 from seg_jax.data import augment
 from seg_jax.errors import ConfigError
 
-MODES = ('train', 'eval', 'predict', 'benchmark')
+MODES = ('train', 'eval', 'predict', 'benchmark', 'export')
 
 
 def _check_export(config: ml_collections.ConfigDict) -> None:
@@ -54,3 +54,6 @@ def check_config(config: ml_collections.ConfigDict, mode: str) -> None:
         _check_export(config)
     if mode == 'predict':
         _check_predict(config)
+    if mode == 'export':
+        from seg_jax import export  # it imports this module
+        export.check_export_config(config)

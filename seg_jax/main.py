@@ -52,6 +52,13 @@ def run_predict(config: ml_collections.ConfigDict, workdir: str | None) -> None:
     predict.predict(config, _require_workdir(workdir, 'predict'))
 
 
+def run_export(config: ml_collections.ConfigDict, workdir: str | None) -> None:
+    """``--mode export``: writes the restored model as segmenter.jax, a SavedModel and
+    metadata.json, each checked against --mode predict's computation."""
+    from seg_jax import export
+    export.export_model(config, _require_workdir(workdir, 'export'))
+
+
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str | None) -> None:
     """``--mode benchmark``: one JSON object per measurement (speed, FLOP/s, memory, input)."""
     from seg_jax import benchmark
@@ -59,7 +66,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | None) -> Non
 
 
 RUNNERS = {'summary': print_summary, 'train': run_train, 'eval': run_eval,
-           'predict': run_predict, 'benchmark': run_benchmark}
+           'predict': run_predict, 'export': run_export, 'benchmark': run_benchmark}
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file with get_config(); override fields with '

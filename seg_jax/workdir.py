@@ -34,7 +34,7 @@ CHECKPOINT_FOLDER = 'checkpoints'
 CHANGEABLE_FIELDS = ('num_train_steps', 'num_epochs', 'log_every_steps', 'eval_every_steps',
                      'checkpoint_every_steps', 'keep_checkpoints', 'allow_config_change',
                      'skip_nonfinite_steps', 'data.skip_bad_examples', 'data.dir',
-                     'data.manual_dir', 'data.tfds_dir', 'benchmark', 'predict',
+                     'data.manual_dir', 'data.tfds_dir', 'benchmark', 'predict', 'export',
                      'eval.export_dir', 'model.pretrained_required')
 # The model fields that shape the parameters: a checkpoint restores only into the same ones.
 # (Others may differ at evaluation: output_stride, compute_dtype, remat, pretrained, ...)

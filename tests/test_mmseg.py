@@ -201,25 +201,10 @@ def synthetic_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp('mmseg_synthetic'))
 
 
-def tiny_recipe(name: str, data_dir: str, **model):
-    """``configs/<name>.py`` on the tests' 64x128 synthetic Cityscapes, 2 steps, evaluated."""
-    config = load_config(name)
-    small = tiny_config.get_config()
-    config.data.source = 'synthetic'
-    config.data.dir = data_dir
-    config.data.synthetic = small.data.synthetic
-    config.data.crop_size = (64, 128)
-    config.eval.batch_size = small.eval.batch_size
-    config.num_train_steps, config.eval_every_steps, config.checkpoint_every_steps = 2, 2, 2
-    config.log_every_steps = 1
-    config.model.update(model)
-    return config
-
-
 def test_evaluating_a_downloaded_checkpoint_needs_no_training(checkpoint_files, synthetic_dir,
                                                               tmp_path, capsys):
     _, path = checkpoint_files['pspnet_r50_d8']
-    config = tiny_recipe('pspnet_r50_d8', synthetic_dir, pretrained=path)
+    config = tiny_config.recipe('pspnet_r50_d8', synthetic_dir, pretrained=path)
     workdir = tmp_path / 'zoo'
     results = evaluate.evaluate_checkpoint(config, str(workdir))
     out = capsys.readouterr().out
@@ -237,7 +222,7 @@ def test_predicting_with_a_downloaded_checkpoint_needs_no_training(checkpoint_fi
                                                                    capsys):
     from seg_jax import predict
     _, path = checkpoint_files['pspnet_r50_d8']
-    config = tiny_recipe('pspnet_r50_d8', synthetic_dir, pretrained=path)
+    config = tiny_config.recipe('pspnet_r50_d8', synthetic_dir, pretrained=path)
     open_split(config.data, 'validation')  # generates the synthetic data if no test has yet
     image = sorted(pathlib.Path(synthetic_dir).glob('leftImg8bit/val/*/*.png'))[0]
     config.predict.input, config.predict.output = str(image), str(tmp_path / 'out')
@@ -253,7 +238,7 @@ def test_evaluating_weights_that_leave_the_head_random_is_refused(reference, syn
     import torch
     path = tmp_path / 'resnet50_v1c.pth'
     torch.save(reference.resnet_v1c(50).state_dict(), path)
-    config = tiny_recipe('deeplabv3_r50_d8', synthetic_dir, pretrained=str(path))
+    config = tiny_config.recipe('deeplabv3_r50_d8', synthetic_dir, pretrained=str(path))
     with pytest.raises(pretrained.WeightsError, match=(
             'does not hold the whole configured model: .* variables would be random')):
         evaluate.evaluate_checkpoint(config, str(tmp_path / 'run'))
@@ -261,7 +246,7 @@ def test_evaluating_weights_that_leave_the_head_random_is_refused(reference, syn
 
 def test_a_recipe_that_needs_imagenet_weights_refuses_to_start_without(synthetic_dir,
                                                                        tmp_path):
-    config = tiny_recipe('deeplabv3plus_r101_d8', synthetic_dir)
+    config = tiny_config.recipe('deeplabv3plus_r101_d8', synthetic_dir)
     with pytest.raises(pretrained.WeightsError) as error:
         train.train_and_evaluate(config, str(tmp_path / 'run'))
     message = str(error.value)
@@ -276,7 +261,7 @@ def test_a_recipe_trains_and_evaluates_at_tiny_width(synthetic_dir, tmp_path):
     """DeepLabV3+ R-50, whose head uses every kind of layer of the three, with the recipe's
     crop balancing and photometric distortion in the input pipeline."""
     name = 'deeplabv3plus_r50_d8'
-    config = tiny_recipe(name, synthetic_dir, width=0.0625, pretrained_required=False)
+    config = tiny_config.recipe(name, synthetic_dir, width=0.0625, pretrained_required=False)
     state = train.train_and_evaluate(config, str(tmp_path / name))
     assert int(state.step) == 2
     history = [json.loads(line) for line in
@@ -292,7 +277,7 @@ def test_a_recipe_trains_and_evaluates_at_tiny_width(synthetic_dir, tmp_path):
 def test_every_recipe_builds_its_training_step(name, synthetic_dir):
     """The other recipes' training steps, traced abstractly (compiling and running each of
     them costs about a minute on CI's CPU for the R-50 networks, three for the R-101 ones)."""
-    config = tiny_recipe(name, synthetic_dir, width=0.0625, pretrained_required=False)
+    config = tiny_config.recipe(name, synthetic_dir, width=0.0625, pretrained_required=False)
     setup = train.training_setup(config)
     mesh = parallel.data_mesh()
     state = abstract_train_state(setup.model, setup.tx, tuple(config.data.crop_size), 0, mesh)

@@ -41,8 +41,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Mean and 1 / std in [0, 255] units: centring before the warp lets it fill padding with 0. A
 # multiply (not a divide, which graph optimisation rewrites into one) keeps eager and traced
 # results bit-identical.
-_MEAN_255 = tuple(255.0 * m for m in IMAGENET_MEAN)
-_INVERSE_STD_255 = tuple(1.0 / (255.0 * s) for s in IMAGENET_STD)
+MEAN_255 = tuple(255.0 * m for m in IMAGENET_MEAN)
+INVERSE_STD_255 = tuple(1.0 / (255.0 * s) for s in IMAGENET_STD)
 
 # One stateless stream per random quantity, folded into the example seed. New streams go at the
 # end, so that adding one leaves every existing draw as it was.
@@ -68,11 +68,11 @@ class Geometry(NamedTuple):
 
 
 def _centre(image: tf.Tensor) -> tf.Tensor:
-    return tf.cast(image, tf.float32) - _MEAN_255
+    return tf.cast(image, tf.float32) - MEAN_255
 
 
 def _scale_by_std(centred: tf.Tensor) -> tf.Tensor:
-    return centred * _INVERSE_STD_255
+    return centred * INVERSE_STD_255
 
 
 def normalize(image: tf.Tensor) -> tf.Tensor:
@@ -243,7 +243,7 @@ def _resample_distorted(image: tf.Tensor, label: tf.Tensor, transform: tf.Tensor
     source (found by warping a mask of ones nearest, like the label) is set to exactly 0.
     """
     centred = warp.warp(_centre(image), transform, output_size, 'BILINEAR', 0.0)
-    crop = tf.clip_by_value(tf.floor(centred + _MEAN_255 + 0.5), 0.0, 255.0)
+    crop = tf.clip_by_value(tf.floor(centred + MEAN_255 + 0.5), 0.0, 255.0)
     ones = tf.ones(tf.shape(image)[:2])
     inside = warp.warp(ones, transform, output_size, 'NEAREST', 0.0) > 0
     distorted = normalize(distort(crop, distortion))
