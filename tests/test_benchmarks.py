@@ -92,3 +92,17 @@ def test_inference_benchmark_prints_one_json_object_per_mode(tmp_path):
     for row in rows.values():
         assert row['size'] == [64, 128] and row['s_per_batch'] > 0 and row['compile_s'] > 0
         assert row['images_per_s'] == pytest.approx(1 / row['s_per_batch'], rel=1e-2)
+
+
+def test_export_latency_benchmark_prints_one_json_object_per_target(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / 'benchmarks' / 'export_latency.py'), '--config', 'fcn',
+         '--size', '64', '128', '--repeats', '1'],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, 'XLA_FLAGS': xla_flags(1)})
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row['target'] for row in rows] == ['jax_jit', 'segmenter.jax', 'saved_model']
+    for row in rows:
+        assert row['image_size'] == [64, 128] and row['s_per_image'] > 0
+        assert row['images_per_s'] == pytest.approx(1 / row['s_per_image'], rel=1e-2)
