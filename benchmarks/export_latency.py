@@ -60,10 +60,7 @@ def main() -> None:
             'device': jax.devices()[0].device_kind, 'jax': jax.__version__}
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        with open(os.path.join(folder, serving.EXPORTED_FILE), 'wb') as f:
-            f.write(export.export_stablehlo(segment, size, platforms).serialize())
-        export.write_saved_model(segment, size, platforms,
-                                 os.path.join(folder, serving.SAVED_MODEL_FOLDER))
+        export.write_targets(segment, size, platforms, folder)
         export_s = time.perf_counter() - start
 
         import tensorflow as tf

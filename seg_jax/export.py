@@ -53,6 +53,7 @@ MIN_CLASS_AGREEMENT = 0.9999  # share of pixels whose class must match --mode pr
 MAX_PROBABILITY_DIFFERENCE = 1e-4
 CHECK_SEED = 2024  # of the synthetic scenes each exported file is checked on
 ONE_AT_A_TIME = f'{serving.EXPORTED_FILE}, one image at a time'
+CHECKED_TARGETS = (serving.EXPORTED_FILE, ONE_AT_A_TIME, serving.SAVED_MODEL_FOLDER)
 
 Segment = Callable[[jax.Array], dict[str, jax.Array]]
 
@@ -175,16 +176,26 @@ def parity(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> 
     return figures
 
 
-def _check_parity(name: str, figures: dict[str, float]) -> None:
+def _check_parity(target: str, figures: dict[str, float]) -> None:
     agreement = figures['class_agreement']
     difference = figures.get('max_probability_difference', 0.0)
     if agreement < MIN_CLASS_AGREEMENT or difference > MAX_PROBABILITY_DIFFERENCE:
+        probabilities = ('' if 'max_probability_difference' not in figures else
+                         f' and its probabilities differ by up to {difference:.3g} (at most '
+                         f'{MAX_PROBABILITY_DIFFERENCE:g})')
         raise ExportMismatchError(
-            f'The exported {name} segments differently from the model: its classes agree with '
+            f'The exported {target} segments differently from the model: its classes agree with '
             f'--mode predict\'s on {agreement:.4%} of the pixels (at least '
-            f'{MIN_CLASS_AGREEMENT:.2%} needed) and its probabilities differ by up to '
-            f'{difference:.3g} (at most {MAX_PROBABILITY_DIFFERENCE:g}); nothing was written. '
-            'Please report it with the config: it is a bug of the export.')
+            f'{MIN_CLASS_AGREEMENT:.2%} needed){probabilities}; nothing was written. Please '
+            'report it with the config: it is a bug of the export.')
+
+
+def _run_exported(folder: str, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """The serialized StableHLO of ``folder`` on ``images``, ``batch_size`` at a time."""
+    call = jax.jit(serving.read_exported(folder).call)
+    batches = [call(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    return {name: np.concatenate([np.asarray(outputs[name]) for outputs in batches])
+            for name in batches[0]}
 
 
 def _run_saved_model(folder: str, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -241,6 +252,33 @@ def metadata(config: ml_collections.ConfigDict, trained: restore.TrainedModel,
     }
 
 
+def write_targets(segment: Segment, image_size: tuple[int, int], platforms: tuple[str, ...],
+                  folder: str) -> None:
+    """``segmenter.jax`` and ``saved_model/`` of ``segment`` in ``folder``."""
+    with open(os.path.join(folder, serving.EXPORTED_FILE), 'wb') as f:
+        f.write(export_stablehlo(segment, image_size, platforms).serialize())
+    write_saved_model(segment, image_size, platforms,
+                      os.path.join(folder, serving.SAVED_MODEL_FOLDER))
+
+
+def check_targets(folder: str, images: np.ndarray,
+                  reference: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The parity figures of each file in ``folder`` against ``reference`` on ``images``, run
+    as a user would run them: read back from disk, the StableHLO also one image at a time
+    (another batch size than the first, which its symbolic batch must take); raises
+    ``ExportMismatchError`` at the first that segments differently."""
+    outputs = {serving.EXPORTED_FILE: _run_exported(folder, images, len(images)),
+               ONE_AT_A_TIME: _run_exported(folder, images, 1),
+               serving.SAVED_MODEL_FOLDER: _run_saved_model(
+                   os.path.join(folder, serving.SAVED_MODEL_FOLDER), images)}
+    checks = {'images': len(images), 'images_from': 'synthetic street scenes at the export size',
+              'reference': "--mode predict's computation of the restored model"}
+    for target in CHECKED_TARGETS:
+        checks[target] = parity(reference, outputs[target])
+        _check_parity(target, checks[target])
+    return checks
+
+
 def _destination(config: ml_collections.ConfigDict, workdir: str, step: int) -> str:
     folder = os.path.expanduser(config.export.dir or os.path.join(workdir, 'export', str(step)))
     if os.path.exists(folder):
@@ -275,22 +313,8 @@ def export_model(config: ml_collections.ConfigDict, workdir: str) -> str:
     staging = os.path.join(parent, f'.{name}.incomplete-{os.getpid()}')
     os.makedirs(staging)
     try:
-        exported = export_stablehlo(segment, image_size, platforms)
-        with open(os.path.join(staging, serving.EXPORTED_FILE), 'wb') as f:
-            f.write(exported.serialize())
-        write_saved_model(segment, image_size, platforms,
-                          os.path.join(staging, serving.SAVED_MODEL_FOLDER))
-        checks = {'images': count, 'images_from': 'synthetic street scenes at the export size',
-                  'reference': "--mode predict's computation of the restored model"}
-        # Run as a user would: the files read back from disk; the StableHLO also one image at
-        # a time, another batch size than the first, which its symbolic batch must take.
-        outputs = {serving.EXPORTED_FILE: _run_exported(staging, images, count),
-                   ONE_AT_A_TIME: _run_exported(staging, images, 1),
-                   serving.SAVED_MODEL_FOLDER: _run_saved_model(
-                       os.path.join(staging, serving.SAVED_MODEL_FOLDER), images)}
-        for name, output in outputs.items():
-            checks[name] = parity(reference, output)
-            _check_parity(name, checks[name])
+        write_targets(segment, image_size, platforms, staging)
+        checks = check_targets(staging, images, reference)
         with open(os.path.join(staging, serving.METADATA_FILE), 'w') as f:
             f.write(to_json(metadata(config, trained, settings, image_size, platforms, checks),
                             indent=2))
@@ -298,8 +322,9 @@ def export_model(config: ml_collections.ConfigDict, workdir: str) -> str:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    agreement = min(checks[name]['class_agreement'] for name in outputs)
-    difference = max(checks[name].get('max_probability_difference', 0.0) for name in outputs)
+    agreement = min(checks[target]['class_agreement'] for target in CHECKED_TARGETS)
+    difference = max(checks[target].get('max_probability_difference', 0.0)
+                     for target in CHECKED_TARGETS)
     probabilities = (f' and their probabilities within {difference:.2g}'
                      if config.export.probabilities else '')
     print(f'Wrote {folder}: {serving.EXPORTED_FILE} '
@@ -312,10 +337,3 @@ def export_model(config: ml_collections.ConfigDict, workdir: str) -> str:
     return folder
 
 
-
-def _run_exported(folder: str, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
-    """The serialized StableHLO of ``folder`` on ``images``, ``batch_size`` at a time."""
-    call = jax.jit(serving.read_exported(folder).call)
-    batches = [call(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-    return {name: np.concatenate([np.asarray(outputs[name]) for outputs in batches])
-            for name in batches[0]}
