@@ -70,9 +70,10 @@ def configure(verbosity: int) -> None:
     a ``TF_CPP_MIN_LOG_LEVEL`` or ``TF_ENABLE_ONEDNN_OPTS`` the user set is kept.
     """
     from absl import logging as absl_logging
-    # TensorFlow runs only seg_jax's input pipeline, which has none of the convolutions and
-    # matrix products oneDNN's custom kernels replace; left on by default, they make it print
-    # its notice at load time, before any log level applies, on CPUs where it enables them.
+    # TensorFlow runs seg_jax's input pipeline, which has none of the convolutions and matrix
+    # products oneDNN's custom kernels replace, and exported models, which run in XLA; left on
+    # by default, they make it print its notice at load time, before any log level applies,
+    # on CPUs where it enables them.
     os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
     if verbosity <= QUIET:
         os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # C++ INFO off, warnings kept

@@ -28,6 +28,7 @@ the ResNet networks into graphs that onnxruntime rejects or that segment differe
 README).
 """
 
+import contextlib
 import dataclasses
 import importlib.metadata
 import os
@@ -78,18 +79,34 @@ def export_image_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
     return pair
 
 
+def this_platform() -> str:
+    """The ``jax.export`` platform name of the devices JAX runs on here."""
+    device = jax.devices()[0]
+    if device.platform != 'gpu':
+        return device.platform
+    return 'rocm' if 'rocm' in device.client.platform_version.lower() else 'cuda'
+
+
 def check_export_config(config: ml_collections.ConfigDict) -> None:
     """Refuses export settings that cannot be honoured, before anything is restored."""
     export_image_size(config)
-    platforms = tuple(config.export.platforms or ())
-    unknown = [p for p in platforms if p not in PLATFORMS]
-    if not platforms or unknown:
-        raise ConfigError(f'config.export.platforms={config.export.platforms!r} must be a '
-                          f'non-empty tuple of {PLATFORMS}, e.g. --config.export.platforms='
+    platforms = config.export.platforms
+    listed = tuple(platforms) if isinstance(platforms, (tuple, list)) else ()
+    if not listed or len(set(listed)) != len(listed) or not set(listed) <= set(PLATFORMS):
+        raise ConfigError(f'config.export.platforms={platforms!r} must be a tuple of distinct '
+                          f'names from {PLATFORMS}, e.g. --config.export.platforms='
                           '"(\'cpu\', \'cuda\')".')
-    if not (isinstance(config.export.check_images, int) and config.export.check_images > 0):
-        raise ConfigError(f'config.export.check_images={config.export.check_images!r} must be '
-                          'a positive number of images.')
+    # Each file is checked before it is kept: segmenter.jax here, the SavedModel in
+    # tensorflow-cpu; a file that cannot run on either could not be checked.
+    needed = [p for p in dict.fromkeys(('cpu', this_platform())) if p not in listed]
+    if needed:
+        raise ConfigError(f'config.export.platforms={platforms!r} lacks {needed}: each exported '
+                          'file is run before it is kept, here and in tensorflow-cpu; add '
+                          f'{" and ".join(repr(p) for p in needed)}.')
+    count = config.export.check_images
+    if not (isinstance(count, int) and not isinstance(count, bool) and count >= 2):
+        raise ConfigError(f'config.export.check_images={count!r} must be 2 or more images (the '
+                          'exported batch is checked at two batch sizes).')
 
 
 def segment_function(model: nn.Module, variables: dict[str, Any],
@@ -136,7 +153,8 @@ def write_saved_model(segment: Segment, image_size: tuple[int, int],
         padded = tf.concat([shape, tf.zeros([4], tf.int32)], 0)[:4]  # any rank, 4 numbers
         right_shape = tf.logical_and(tf.equal(tf.size(shape), 4),
                                      tf.reduce_all(tf.equal(padded[1:], [height, width, 3])))
-        shape_check = tf.debugging.Assert(right_shape, [refusal, 'got shape', shape])
+        shape_check = tf.debugging.Assert(right_shape, [refusal, 'got shape', shape],
+                                          summarize=8)
         with tf.control_dependencies([shape_check]):
             return converted(tf.ensure_shape(images, (None, height, width, 3)))
 
@@ -154,16 +172,23 @@ def check_scenes(count: int, image_size: tuple[int, int]) -> np.ndarray:
 
 
 def predict_outputs(model: nn.Module, variables: dict[str, Any],
-                    settings: inference.InferenceSettings, images: np.ndarray,
-                    mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
-    """What ``--mode predict`` computes for ``images``: normalised by the input pipeline,
-    inferred by the predict function over the mesh; the probabilities beside the classes."""
+                    settings: inference.InferenceSettings, images: np.ndarray, batch_size: int,
+                    probabilities: bool, mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
+    """What ``--mode predict`` computes for ``images``, ``batch_size`` at a time: normalised by
+    the input pipeline, inferred by the predict function over the mesh; with ``probabilities``,
+    the class probabilities beside the classes."""
     predict_fn = inference.make_predict_fn(
-        model, settings, mesh, totals=lambda log_probs, classes, batch: jnp.exp(log_probs))
-    normalised = np.stack([normalize(image).numpy() for image in images])
-    classes, probabilities = predict_fn(variables, parallel.global_batch({'image': normalised},
-                                                                         mesh))
-    return {'classes': np.asarray(classes), 'probabilities': np.asarray(probabilities)}
+        model, settings, mesh,
+        totals=(lambda log_probs, classes, batch: jnp.exp(log_probs)) if probabilities else None)
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        normalised = np.stack([normalize(image).numpy()
+                               for image in images[start:start + batch_size]])
+        result = predict_fn(variables, parallel.global_batch({'image': normalised}, mesh))
+        outputs.append(dict(zip(('classes', 'probabilities'),
+                                result if probabilities else (result,))))
+    return {name: np.concatenate([np.asarray(chunk[name]) for chunk in outputs])
+            for name in outputs[0]}
 
 
 def parity(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> dict[str, float]:
@@ -190,18 +215,25 @@ def _check_parity(target: str, figures: dict[str, float]) -> None:
             'report it with the config: it is a bug of the export.')
 
 
-def _run_exported(folder: str, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
-    """The serialized StableHLO of ``folder`` on ``images``, ``batch_size`` at a time."""
-    call = jax.jit(serving.read_exported(folder).call)
-    batches = [call(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+def _in_batches(run: Callable[[np.ndarray], dict[str, Any]], images: np.ndarray,
+                batch_size: int) -> dict[str, np.ndarray]:
+    batches = [run(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
     return {name: np.concatenate([np.asarray(outputs[name]) for outputs in batches])
             for name in batches[0]}
 
 
-def _run_saved_model(folder: str, images: np.ndarray) -> dict[str, np.ndarray]:
+def _run_exported(folder: str, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """The serialized StableHLO of ``folder`` on ``images``, ``batch_size`` at a time."""
+    return _in_batches(jax.jit(serving.read_exported(folder).call), images, batch_size)
+
+
+def _run_saved_model(folder: str, images: np.ndarray, batch_size: int
+                     ) -> dict[str, np.ndarray]:
     import tensorflow as tf
     serve = tf.saved_model.load(folder).signatures['serving_default']
-    return {name: value.numpy() for name, value in serve(images=tf.constant(images)).items()}
+    return _in_batches(lambda batch: {name: value.numpy() for name, value in
+                                      serve(images=tf.constant(batch)).items()},
+                       images, batch_size)
 
 
 def _versions() -> dict[str, str]:
@@ -261,16 +293,16 @@ def write_targets(segment: Segment, image_size: tuple[int, int], platforms: tupl
                       os.path.join(folder, serving.SAVED_MODEL_FOLDER))
 
 
-def check_targets(folder: str, images: np.ndarray,
-                  reference: dict[str, np.ndarray]) -> dict[str, Any]:
+def check_targets(folder: str, images: np.ndarray, reference: dict[str, np.ndarray],
+                  batch_size: int) -> dict[str, Any]:
     """The parity figures of each file in ``folder`` against ``reference`` on ``images``, run
-    as a user would run them: read back from disk, the StableHLO also one image at a time
-    (another batch size than the first, which its symbolic batch must take); raises
-    ``ExportMismatchError`` at the first that segments differently."""
-    outputs = {serving.EXPORTED_FILE: _run_exported(folder, images, len(images)),
+    as a user would run them: read back from disk, ``batch_size`` (at least 2) images at a
+    time, and the StableHLO also one image at a time, another batch size, which its symbolic
+    batch must take; raises ``ExportMismatchError`` at the first that segments differently."""
+    outputs = {serving.EXPORTED_FILE: _run_exported(folder, images, batch_size),
                ONE_AT_A_TIME: _run_exported(folder, images, 1),
                serving.SAVED_MODEL_FOLDER: _run_saved_model(
-                   os.path.join(folder, serving.SAVED_MODEL_FOLDER), images)}
+                   os.path.join(folder, serving.SAVED_MODEL_FOLDER), images, batch_size)}
     checks = {'images': len(images), 'images_from': 'synthetic street scenes at the export size',
               'reference': "--mode predict's computation of the restored model"}
     for target in CHECKED_TARGETS:
@@ -286,6 +318,24 @@ def _destination(config: ml_collections.ConfigDict, workdir: str, step: int) -> 
                           'overwritten. Export elsewhere with --config.export.dir=FOLDER, or '
                           'remove it first.')
     return folder
+
+
+def _staging_folder(folder: str) -> tuple[str, list[str]]:
+    """A hidden folder beside ``folder`` to write the export into, renamed into place only
+    when complete and checked, so that no half-written export ever has the final name; and
+    the parent folders made for it (removed again if the export fails)."""
+    parent, name = os.path.split(os.path.abspath(folder))
+    created, ancestor = [], parent
+    while not os.path.exists(ancestor):
+        created.insert(0, ancestor)
+        ancestor = os.path.dirname(ancestor)
+    staging = os.path.join(parent, f'.{name}.incomplete-{os.getpid()}')
+    try:
+        os.makedirs(staging)
+    except OSError as error:
+        raise ConfigError(f'Cannot write the export to {parent} ({error.strerror}); choose a '
+                          'writable folder with --config.export.dir=FOLDER.') from None
+    return staging, created
 
 
 def export_model(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -306,21 +356,28 @@ def export_model(config: ml_collections.ConfigDict, workdir: str) -> str:
           f'({", ".join(platforms)}).', flush=True)
 
     count = -(-config.export.check_images // jax.device_count()) * jax.device_count()
+    batch_size = max(2, config.eval.batch_size)
     images = check_scenes(count, image_size)
-    reference = predict_outputs(trained.model, trained.variables, settings, images, mesh)
-    # Written beside the destination and renamed into place when complete and checked.
-    parent, name = os.path.split(os.path.abspath(folder))
-    staging = os.path.join(parent, f'.{name}.incomplete-{os.getpid()}')
-    os.makedirs(staging)
+    reference = predict_outputs(trained.model, trained.variables, settings, images, batch_size,
+                                config.export.probabilities, mesh)
+    staging, created = _staging_folder(folder)
     try:
         write_targets(segment, image_size, platforms, staging)
-        checks = check_targets(staging, images, reference)
+        checks = check_targets(staging, images, reference, batch_size)
         with open(os.path.join(staging, serving.METADATA_FILE), 'w') as f:
             f.write(to_json(metadata(config, trained, settings, image_size, platforms, checks),
                             indent=2))
-        os.rename(staging, folder)
+        _destination(config, workdir, trained.step)  # still free?
+        try:
+            os.rename(staging, folder)
+        except OSError:  # made by another export since: it is kept, this one is not
+            _destination(config, workdir, trained.step)
+            raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        for parent in reversed(created):  # the folders made for it, innermost first
+            with contextlib.suppress(OSError):
+                os.rmdir(parent)
         raise
     agreement = min(checks[target]['class_agreement'] for target in CHECKED_TARGETS)
     difference = max(checks[target].get('max_probability_difference', 0.0)

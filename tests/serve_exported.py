@@ -4,9 +4,9 @@ neither flax nor seg_jax's model code, only ``seg_jax.serving`` (jax + numpy) an
     python tests/serve_exported.py IMAGES.npy OUTPUT_FOLDER EXPORT_FOLDER...
 
 For the k-th export folder it writes ``OUTPUT_FOLDER/<k>.npz``: the outputs of
-``seg_jax.serving`` on the whole batch (``batch_*``) and on its first image alone (``first_*``,
-another batch size than the check at export time used), and of the SavedModel
-(``saved_model_*``). ``OUTPUT_FOLDER/report.json`` holds the modules this process imported and
+``seg_jax.serving`` on the whole batch (``batch_*``) and on its first image alone (``first_*``:
+another batch size), and of the SavedModel on both (``saved_model_*``,
+``saved_model_first_*``). ``OUTPUT_FOLDER/report.json`` holds the modules this process imported and
 the errors each kind of bad input got from ``seg_jax.serving`` and from the SavedModel.
 """
 
@@ -49,7 +49,8 @@ def main(images_path: str, output: str, folders: list[str]) -> None:
             return {name: value.numpy() for name, value in serve(images=tf.constant(batch)).items()}
 
         outputs = {'batch': segmenter(images), 'first': segmenter(images[:1]),
-                   'saved_model': run_saved_model(images)}
+                   'saved_model': run_saved_model(images),
+                   'saved_model_first': run_saved_model(images[:1])}
         np.savez(os.path.join(output, f'{k}.npz'),
                  **{f'{target}_{name}': value for target, values in outputs.items()
                     for name, value in values.items()})

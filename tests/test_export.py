@@ -60,6 +60,8 @@ def exports(trained_run, tmp_path_factory):
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f'Wrote {unet_config.export.dir}: segmenter.jax' in result.stdout, result.stdout
+    printed = result.stdout + result.stderr  # seg_jax's two lines; no library speaks
+    assert printed.count('\n') == 2 and 'WARNING' not in printed, printed
     runs = {'unet': (unet_config, unet_workdir, unet_config.export.dir)}
     for name, settings in (('deeplabv3_r50', dict(window=(48, 96), stride=(32, 64))),
                            ('resnet_aspp', dict(scales=(0.75, 1.0), flip=True))):
@@ -118,7 +120,8 @@ def test_each_export_segments_as_predict_does_without_flax_or_seg_jax_models(
         classes = predicted(config, workdir, paths, tmp_path / f'predicted_{name}')
         probs = probabilities(config, workdir, images)
         assert len(np.unique(classes)) > 1, name  # a map of one class would prove little
-        for target, count in (('batch', len(images)), ('first', 1), ('saved_model', len(images))):
+        for target, count in (('batch', len(images)), ('first', 1),
+                              ('saved_model', len(images)), ('saved_model_first', 1)):
             agreement = np.mean(outputs[f'{target}_classes'] == classes[:count])
             difference = np.max(np.abs(outputs[f'{target}_probabilities'] - probs[:count]))
             assert agreement >= MIN_AGREEMENT and difference <= MAX_DIFFERENCE, (
@@ -177,20 +180,35 @@ def test_an_export_that_segments_differently_is_refused_and_leaves_nothing(
         trained_run, tmp_path, monkeypatch):
     config, workdir = trained_run
     config = copy.deepcopy(config)
-    config.export.dir = str(tmp_path / 'export')
+    config.export.dir = str(tmp_path / 'new' / 'folders' / 'export')
     # Normalised without the mean: the exported function is no longer the model predict runs.
     monkeypatch.setattr(export, 'MEAN_255', (0.0, 0.0, 0.0))
     with pytest.raises(export.ExportMismatchError, match=r'^The exported segmenter.jax segments '
                        r'differently from the model: its classes agree .*nothing was written'):
         export.export_model(config, workdir)
-    assert os.listdir(tmp_path) == []  # no export, no half-written staging folder
+    # No export, no half-written staging folder, and not the folders made to hold them.
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_export_folder_that_cannot_be_written_is_named(trained_run, tmp_path):
+    config, workdir = trained_run
+    config = copy.deepcopy(config)
+    (tmp_path / 'notes.txt').write_text('a file where the export folder would go')
+    config.export.dir = str(tmp_path / 'notes.txt' / 'export')
+    with pytest.raises(ConfigError, match=f'^Cannot write the export to {tmp_path}/notes.txt '
+                       r'\(Not a directory\); choose a writable folder with '
+                       r'--config.export.dir=FOLDER\.$'):
+        export.export_model(config, workdir)
+    assert os.listdir(tmp_path) == ['notes.txt']
 
 
 @pytest.mark.parametrize('field,value,message', [
     ('image_size', (64,), r'config.export.image_size=\(64,\) must be \(height, width\)'),
     ('platforms', ('cpu', 'gpu'), r"config.export.platforms=\('cpu', 'gpu'\) must be a "
-     r"non-empty tuple of \('cpu', 'cuda', 'rocm', 'tpu'\)"),
-    ('check_images', 0, 'config.export.check_images=0 must be a positive number'),
+     r"tuple of distinct names from \('cpu', 'cuda', 'rocm', 'tpu'\)"),
+    ('platforms', ('cuda',), r"config.export.platforms=\('cuda',\) lacks \['cpu'\]: each "
+     r"exported file is run before it is kept, here and in tensorflow-cpu; add 'cpu'\."),
+    ('check_images', 1, r'config.export.check_images=1 must be 2 or more images'),
 ])
 def test_export_settings_that_cannot_be_honoured_are_refused_first(trained_run, tmp_path,
                                                                    field, value, message):
