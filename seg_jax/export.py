@@ -41,8 +41,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from seg_jax import config_checks, inference, metrics, parallel, restore, serving
-from seg_jax.data.augment import INVERSE_STD_255, MEAN_255, normalize
+from seg_jax import config_checks, inference, metrics, parallel, predict, restore, serving
+from seg_jax.data.augment import INVERSE_STD_255, MEAN_255
 from seg_jax.data.labels import CLASS_NAMES, PALETTE
 from seg_jax.data.synthetic.scene import render_scene
 from seg_jax.errors import ConfigError, SegJaxError
@@ -182,9 +182,8 @@ def predict_outputs(model: nn.Module, variables: dict[str, Any],
         totals=(lambda log_probs, classes, batch: jnp.exp(log_probs)) if probabilities else None)
     outputs = []
     for start in range(0, len(images), batch_size):
-        normalised = np.stack([normalize(image).numpy()
-                               for image in images[start:start + batch_size]])
-        result = predict_fn(variables, parallel.global_batch({'image': normalised}, mesh))
+        result = predict.infer_photos(predict_fn, variables, list(images[start:start + batch_size]),
+                                      mesh)
         outputs.append(dict(zip(('classes', 'probabilities'),
                                 result if probabilities else (result,))))
     return {name: np.concatenate([np.asarray(chunk[name]) for chunk in outputs])

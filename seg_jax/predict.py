@@ -20,7 +20,7 @@ import concurrent.futures
 import dataclasses
 import glob
 import os
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import ml_collections
@@ -192,6 +192,14 @@ def _host_batches(plan: list[list[InputImage]], batch_size: int
             yield share, [future.result() for future in current]
 
 
+def infer_photos(predict_fn: Callable, variables: dict[str, Any], photos: list[np.ndarray],
+                 mesh: jax.sharding.Mesh):
+    """``predict_fn`` (``inference.make_predict_fn``'s) on this process's uint8 ``photos`` of
+    one size, normalised as the input pipeline normalises them: one batch of --mode predict."""
+    host_images = np.stack([normalize(photo).numpy() for photo in photos])
+    return predict_fn(variables, parallel.global_batch({'image': host_images}, mesh))
+
+
 def predict(config: ml_collections.ConfigDict, workdir: str) -> int:
     """Segments every image of ``config.predict.input``; returns how many were written (by
     every process together). Bad config values and inputs are refused before anything is
@@ -211,9 +219,8 @@ def predict(config: ml_collections.ConfigDict, workdir: str) -> int:
                          disable=jax.process_index() != 0)
     with BackgroundWriter() as writer:
         for batch, (share, photos) in zip(plan, _host_batches(plan, batch_size)):
-            host_images = np.stack([normalize(photo).numpy() for photo in photos])
-            global_images = parallel.global_batch({'image': host_images}, mesh)
-            predictions = parallel.local_rows(predict_fn(trained.variables, global_images))
+            predictions = parallel.local_rows(
+                infer_photos(predict_fn, trained.variables, photos, mesh))
             for (image, real), photo, prediction in zip(share, photos, predictions, strict=True):
                 if real:
                     writer.submit(write_outputs, output, image, photo, prediction, alpha)
