@@ -116,6 +116,8 @@ class Checkpointer:
                 options=best_options)
         self._best_value = self._stored_best_value()
         self._failed_saves: list[tuple[str, int | None]] = []  # (folder, step) of failed saves
+        # The step each manager was last asked to save: asynchronous, it may still be writing.
+        self._started: dict[str, int] = {}
         self._closed = False
         self._quiet = contextlib.ExitStack()
         if not read_only:
@@ -140,7 +142,10 @@ class Checkpointer:
         if latest is not None and step <= latest:
             return False
         with self._write_failures_reported(self._periodic, step):
-            return self._periodic.save(step, args=ocp.args.PyTreeSave(state), force=force)
+            saved = self._periodic.save(step, args=ocp.args.PyTreeSave(state), force=force)
+        if saved:
+            self._started[str(self._periodic.directory)] = step
+        return saved
 
     def save_best(self, step: int, state: Any, metric_value: float) -> bool:
         """Saves ``state`` as the best checkpoint if ``metric_value`` beats the stored best.
@@ -158,6 +163,7 @@ class Checkpointer:
                                     metrics={self.best_metric: value}, force=True)
         if saved:
             self._best_value = value
+            self._started[str(self._best.directory)] = step
         return saved
 
     @contextlib.contextmanager
@@ -165,16 +171,21 @@ class Checkpointer:
                                  step: int | None = None) -> Iterator[None]:
         """Turns a failed write under ``manager`` (full disk, quota, read-only, permission)
         into one CheckpointWriteError naming the failed step, the intact one and the fix.
-        ``step`` is the save being started; an asynchronous save's failure names its own step
-        and surfaces at the next call. ``close`` (which training runs before the error reaches
-        the user) removes the failed step's temporary folder."""
+        ``step`` is the save being started. An asynchronous save's failure surfaces at the next
+        call: it is the step named by its temporary folder in the error where it is, else the
+        step started before, if that never finished (the new save had not begun). ``close``
+        (which training runs before the error reaches the user) removes the failed step's
+        temporary folder."""
         try:
             yield
         except Exception as error:
             code = write_failures.write_failure_code(error)
             if code is None:
                 raise
-            failed = write_failures.failed_step(error, step)
+            started = self._started.get(str(manager.directory))
+            unfinished = (started is not None and
+                          not (epath.Path(manager.directory) / str(started)).exists())
+            failed = write_failures.failed_step(error, started if unfinished else step)
             self._failed_saves.append((str(manager.directory), failed))
             intact = [s for s in finished_steps(self.directory) if s != failed]
             raise write_failures.write_error(code, failed, str(manager.directory),

@@ -25,14 +25,15 @@ STATE = {'w': np.arange(12, dtype=np.float32).reshape(3, 4), 'b': np.ones(4, np.
 
 @pytest.fixture
 def failing_writes(monkeypatch):
-    """``fail(code, fragment)``: writes to paths containing ``fragment`` raise OSError(code)."""
+    """``fail(code, fragment, named=True)``: writes to paths containing ``fragment`` raise
+    OSError(code), naming the path unless not ``named`` (as some file systems' errors do not)."""
     path_type = type(epath.Path('/'))
     write_text = path_type.write_text
 
-    def fail(code: int, fragment: str) -> None:
+    def fail(code: int, fragment: str, named: bool = True) -> None:
         def write_or_fail(self, *args, **kwargs):
             if fragment in str(self):
-                raise OSError(code, os.strerror(code), str(self))
+                raise OSError(code, os.strerror(code), *([str(self)] if named else []))
             return write_text(self, *args, **kwargs)
         monkeypatch.setattr(path_type, 'write_text', write_or_fail)
     return fail
@@ -68,6 +69,21 @@ def test_a_failed_save_is_one_error_naming_the_step_the_intact_one_and_the_fix(
     with Checkpointer(tmp_path, keep=3, read_only=True) as reader:
         restored = reader.restore(STATE, 2)
     np.testing.assert_array_equal(restored['w'], STATE['w'])
+
+
+def test_a_background_failure_that_names_no_path_is_the_step_that_did_not_finish(
+        tmp_path, failing_writes):
+    checkpointer = Checkpointer(tmp_path, keep=3)
+    checkpointer.save(2, STATE, force=True)
+    checkpointer.wait_until_finished()
+    failing_writes(errno.ENOSPC, '4.orbax-checkpoint-tmp', named=False)
+    with pytest.raises(CheckpointWriteError, match=(
+            rf'^Could not write the checkpoint of step 4 in {tmp_path}: no space is left .* The '
+            r'newest complete checkpoint, step 2, is intact')):
+        checkpointer.save(4, STATE, force=True)
+        checkpointer.save(6, STATE, force=True)  # where step 4's failure surfaces, at the latest
+    checkpointer.close()
+    assert sorted(os.listdir(tmp_path)) == ['2', 'best']
 
 
 def test_a_failed_best_save_names_its_folder(tmp_path, failing_writes):
