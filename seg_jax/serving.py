@@ -54,6 +54,8 @@ def check_images(images: Any, height: int, width: int) -> np.ndarray:
         raise InputError(f'Images must have 3 channels (RGB, channels last), not '
                          f'{images.shape[3]}: shape {images.shape}; convert RGBA or grey images '
                          'to RGB, and NCHW batches to NHWC.')
+    if images.shape[0] == 0:
+        raise InputError(f'The batch {images.shape} holds no image; pass at least one.')
     if images.shape[1:3] != (height, width):
         raise InputError(f'This model was exported for {height}x{width} images; got '
                          f'{images.shape[1]}x{images.shape[2]}. Resize them to {height}x{width}, '

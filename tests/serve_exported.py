@@ -22,7 +22,7 @@ from seg_jax import serving
 
 def bad_inputs(images: np.ndarray) -> dict[str, np.ndarray]:
     return {'dtype': images.astype(np.float32), 'rank': images[0],
-            'size': images[:, :-1], 'channels': images[..., :2]}
+            'size': images[:, :-1], 'channels': images[..., :2], 'empty': images[:0]}
 
 
 def refusals(run, images: np.ndarray, error_types: tuple[type, ...]) -> dict[str, str]:

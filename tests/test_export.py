@@ -137,6 +137,8 @@ def test_each_export_segments_as_predict_does_without_flax_or_seg_jax_models(
             'InputError: This model was exported for 64x128 images; got 63x128. Resize them to '
             '64x128, or export again with --config.export.image_size="(63, 128)".'), errors
         assert errors['channels'].startswith('InputError: Images must have 3 channels'), errors
+        assert errors['empty'] == ('InputError: The batch (0, 64, 128, 3) holds no image; pass '
+                                   'at least one.'), errors
         errors = report['saved_model_errors'][k]  # the SavedModel's own checks, in TensorFlow
         assert 'was expected to be a uint8 tensor but is a float tensor' in errors['dtype']
         for kind in ('rank', 'size', 'channels'):
