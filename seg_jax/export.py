@@ -66,17 +66,12 @@ class ExportMismatchError(SegJaxError):
 def export_image_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
     """(height, width) of the images the export takes: ``config.export.image_size``, else the
     evaluation images' size (the synthetic set's own, or Cityscapes' 1024x2048)."""
-    size = config.export.image_size
-    if size is None:
-        synthetic = config.data.synthetic
-        return ((synthetic.height, synthetic.width) if config.data.source == 'synthetic'
-                else CITYSCAPES_IMAGE_SIZE)
-    pair = tuple(size) if isinstance(size, (tuple, list)) else ()
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                                 for v in pair):
-        raise ConfigError(f'config.export.image_size={size!r} must be (height, width), two '
-                          'positive integers, e.g. --config.export.image_size="(1024, 2048)".')
-    return pair
+    size = inference.size_pair(config.export.image_size, 'config.export.image_size')
+    if size is not None:
+        return size
+    synthetic = config.data.synthetic
+    return ((synthetic.height, synthetic.width) if config.data.source == 'synthetic'
+            else CITYSCAPES_IMAGE_SIZE)
 
 
 def this_platform() -> str:

@@ -47,20 +47,23 @@ class InferenceSettings:
         return len(self.scales) * (2 if self.flip else 1)
 
 
-def _pair(value, field: str) -> tuple[int, int] | None:
+def size_pair(value, name: str) -> tuple[int, int] | None:
+    """``value`` as (height, width), two positive integers, or None; else a ConfigError naming
+    the field ``name`` (e.g. ``'config.eval.window'``)."""
     if value is None:
         return None
     pair = tuple(value) if isinstance(value, (tuple, list)) else None
     if (pair is None or len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
                                                   and v > 0 for v in pair)):
-        raise ConfigError(f'config.eval.{field}={value!r} must be (height, width), two positive '
-                          f'integers, e.g. --config.eval.{field}="(512, 1024)".')
+        raise ConfigError(f'{name}={value!r} must be (height, width), two positive integers, '
+                          f'e.g. --{name}="(512, 1024)".')
     return pair
 
 
 def inference_settings(config: ml_collections.ConfigDict) -> InferenceSettings:
     """The validated inference settings of ``config.eval`` (used by eval and predict)."""
-    window, stride = _pair(config.window, 'window'), _pair(config.stride, 'stride')
+    window = size_pair(config.window, 'config.eval.window')
+    stride = size_pair(config.stride, 'config.eval.stride')
     if stride is not None and window is None:
         raise ConfigError(f'config.eval.stride={config.stride!r} needs config.eval.window: the '
                           'stride is the step between sliding windows; set both, or neither for '
