@@ -67,14 +67,9 @@ def configure(verbosity: int) -> None:
     ``verbosity`` is absl's number: -1 (``QUIET``, the default of seg_jax's commands), 0 for the
     libraries' INFO records, 1 for DEBUG. TensorFlow's C++ log level is read when TensorFlow
     is first imported, so this must run before that (no entry point imports it at load time);
-    a ``TF_CPP_MIN_LOG_LEVEL`` or ``TF_ENABLE_ONEDNN_OPTS`` the user set is kept.
+    a ``TF_CPP_MIN_LOG_LEVEL`` the user set is kept.
     """
     from absl import logging as absl_logging
-    # TensorFlow runs seg_jax's input pipeline, which has none of the convolutions and matrix
-    # products oneDNN's custom kernels replace, and exported models, which run in XLA; left on
-    # by default, they make it print its notice at load time, before any log level applies,
-    # on CPUs where it enables them.
-    os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
     if verbosity <= QUIET:
         os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # C++ INFO off, warnings kept
     else:  # asked for: libraries' records in absl's format, argparse tools too

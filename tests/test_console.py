@@ -236,3 +236,15 @@ def test_progress_is_a_bar_on_a_terminal_and_a_line_per_update_in_a_file():
     progress.update(6, SCALARS)
     progress.close()
     assert quiet.getvalue() == ''
+
+
+def test_a_tool_that_loads_tensorflow_with_its_modules_prints_nothing_of_it():
+    # seg_jax.compare imports the input pipeline, hence TensorFlow, before it parses its flags:
+    # TensorFlow's oneDNN notice (printed at load on CPUs where oneDNN's kernels are on) must be
+    # off by then, in a shell without the suite's settings.
+    env = {key: value for key, value in os.environ.items()
+           if key not in ('TF_CPP_MIN_LOG_LEVEL', 'TF_ENABLE_ONEDNN_OPTS')}
+    result = subprocess.run([sys.executable, '-m', 'seg_jax.compare', '--help'],
+                            capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    assert result.returncode == 0 and result.stdout.startswith('usage: python -m seg_jax.compare')
+    assert result.stderr == ''
