@@ -20,6 +20,7 @@ Nothing is written to disk. Steps are timed one by one (``block_until_ready``), 
 overlap of consecutive dispatches (microseconds against steps of milliseconds and more).
 """
 
+import dataclasses
 import json
 import resource
 import statistics
@@ -95,9 +96,29 @@ def _random_batch(batch: int, size: tuple[int, int], mesh, with_mask: bool
     return parallel.global_batch(host, mesh)
 
 
-def benchmark_train_step(config: ml_collections.ConfigDict, setup: train.TrainingSetup,
-                         mesh) -> tuple[dict[str, Any], Any]:
-    """The train step's timings and FLOPs; also returns the state (for the eval step)."""
+@dataclasses.dataclass
+class CompiledTrainStep:
+    """The train step compiled for one global batch, with what it runs on: a fresh state, a
+    random batch already on the devices and the health record."""
+    compiled: Any
+    state: Any
+    batch: dict[str, jax.Array]
+    record: Any
+    compile_s: float
+    flops: float  # the whole global batch, from XLA's cost analysis before sharding
+    memory: Any  # XLA's compiled memory analysis
+
+    def needed_bytes(self) -> int:
+        """Device memory the step needs: arguments, outputs and temporaries, less what the
+        donated state lets outputs reuse."""
+        memory = self.memory
+        return int(memory.argument_size_in_bytes + memory.output_size_in_bytes
+                   + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+
+
+def compile_train_step(config: ml_collections.ConfigDict, setup: train.TrainingSetup,
+                       mesh) -> CompiledTrainStep:
+    """The real train step of ``config``, lowered and compiled but not yet run."""
     crop = tuple(config.data.crop_size)
     state = create_train_state(setup.model, setup.tx, crop, config.seed, mesh)
     step = train.make_train_step(config.loss, setup.class_weights, setup.schedule, config.seed)
@@ -106,28 +127,40 @@ def benchmark_train_step(config: ml_collections.ConfigDict, setup: train.Trainin
     start = time.perf_counter()
     lowered = step.lower(state, batch, record)
     compiled = lowered.compile()
-    compile_s = time.perf_counter() - start
-    flops = float(lowered.cost_analysis()['flops'])  # the whole global batch, before sharding
-    memory = compiled.memory_analysis()
+    return CompiledTrainStep(compiled, state, batch, record, time.perf_counter() - start,
+                             float(lowered.cost_analysis()['flops']), compiled.memory_analysis())
+
+
+def time_train_step(config: ml_collections.ConfigDict, step: CompiledTrainStep
+                    ) -> tuple[dict[str, Any], Any]:
+    """Runs the compiled step ``config.benchmark`` times: its timings, FLOP/s and memory; also
+    returns the state it ends with (for the eval step)."""
+    state, record = step.state, step.record
 
     def one_step():
         nonlocal state, record
-        state, logged, record = compiled(state, batch, record)
+        state, logged, record = step.compiled(state, step.batch, record)
         return state, logged
 
     _timed(one_step, config.benchmark.warmup_steps)
     times = _timed(one_step, config.benchmark.steps)
     seconds = statistics.median(times)
     return {
-        'compile_s': compile_s,
+        'compile_s': step.compile_s,
         'step_s': _spread(times),
         'images_per_s': config.global_batch_size / seconds,
-        'flops_per_image': flops / config.global_batch_size,
-        'flop_per_s': flops / seconds,
-        'compiled_temp_bytes': int(memory.temp_size_in_bytes),
-        'compiled_argument_bytes': int(memory.argument_size_in_bytes),
+        'flops_per_image': step.flops / config.global_batch_size,
+        'flop_per_s': step.flops / seconds,
+        'compiled_temp_bytes': int(step.memory.temp_size_in_bytes),
+        'compiled_argument_bytes': int(step.memory.argument_size_in_bytes),
         **peak_memory_bytes(),
     }, state
+
+
+def benchmark_train_step(config: ml_collections.ConfigDict, setup: train.TrainingSetup,
+                         mesh) -> tuple[dict[str, Any], Any]:
+    """The train step's timings and FLOPs; also returns the state (for the eval step)."""
+    return time_train_step(config, compile_train_step(config, setup, mesh))
 
 
 def benchmark_eval(config: ml_collections.ConfigDict, model, state, mesh) -> dict[str, Any]:
