@@ -12,7 +12,9 @@ whatever devices JAX finds, in order:
 * ``train_step``: ``--mode benchmark``'s real train step of each config at 512x1024, at the
   largest per-device batch of ``--batches`` whose compiled program fits in device memory;
   bfloat16 and float32, without and with ``config.model.remat``: compile time, step time,
-  images/s, achieved FLOP/s and its share of the same dtype's measured matmul peak, memory.
+  images/s, achieved FLOP/s and its share of the same dtype's measured matmul peak, and
+  memory: ``needed_device_bytes`` is XLA's figure for that step's program, ``peak_device_bytes``
+  the allocator's peak of the whole check so far.
 * ``eval``: the first config's eval step at full resolution (1024x2048), whole image and
   multi-scale + flip, extrapolated to Cityscapes' 500 val images.
 * ``bf16_training``: 150 bfloat16 steps of a narrow U-Net on the synthetic Cityscapes at
@@ -50,6 +52,7 @@ from seg_jax.data import pipeline
 from seg_jax.models import COMPUTE_DTYPES, RESTRICTIONS, build_model
 from seg_jax.state import create_train_state
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = ('deeplabv3_r50', 'deeplabv3_r50_d8', 'resnet_aspp')
 # Configs after the first two are measured last: only if the budget allows.
 FIRST_CONFIGS = 2
@@ -387,6 +390,10 @@ def main() -> None:
                         help='synthetic Cityscapes folder (default: DIR/synthetic_cityscapes)')
     console.add_verbosity_argument(parser)
     args = parser.parse_args()
+    unknown = [name for name in args.configs
+               if not os.path.exists(os.path.join(REPO, 'configs', f'{name}.py'))]
+    if unknown:
+        parser.error(f'--configs {" ".join(unknown)}: no such file in {REPO}/configs/')
     console.configure(args.verbosity)
     results_file = os.path.join(args.output, 'accelerator_check.jsonl')
     if os.path.exists(results_file):
