@@ -1,13 +1,14 @@
 """Everything seg_jax measures on an accelerator, in one command that keeps to a time budget.
 
-    python benchmarks/accelerator_check.py --output DIR           # about 8 minutes on one H100
-    python benchmarks/accelerator_check.py --output DIR --tiny    # small sizes: seconds, any CPU
+    python benchmarks/accelerator_check.py --output DIR           # within --budget_s (8 minutes)
+    python benchmarks/accelerator_check.py --output DIR --tiny    # small sizes, on any CPU
 
 Accelerator time comes in short windows, so this is the one prepared command to spend them on;
 ``--tiny`` runs the same code at small sizes, which is how the test suite keeps it working. On
 whatever devices JAX finds, in order:
 
 * ``environment``: device, driver, CUDA, jax and jaxlib versions, device memory.
+* ``data``: the synthetic Cityscapes the other parts read, made before anything is timed.
 * ``peak``: the measured matmul and 3x3-convolution FLOP/s, in bfloat16 and in float32.
 * ``train_step``: ``--mode benchmark``'s real train step of each config at 512x1024, at the
   largest per-device batch of ``--batches`` whose compiled program fits in device memory;
@@ -45,6 +46,7 @@ import time
 from typing import Any, Callable, Iterator
 
 import jax
+import ml_collections
 import numpy as np
 
 from seg_jax import benchmark, console, health, parallel, train
@@ -175,7 +177,7 @@ def environment() -> dict[str, Any]:
 
 
 def recipe(name: str, sizes: Sizes, data_dir: str, dtype: str, remat: bool = False,
-           per_device_batch: int = 1):
+           per_device_batch: int = 1) -> ml_collections.ConfigDict:
     """``configs/<name>.py`` on the synthetic Cityscapes at the check's sizes."""
     config = importlib.import_module(f'configs.{name}').get_config()
     config.data.source, config.data.dir = 'synthetic', data_dir
