@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     # deep-stem ResNets); None for networks without one.
     config.model.backbone = 'resnet50'
     config.model.output_stride = 8  # 8 | 16 | 32 where the network has a backbone
-    config.model.num_classes = 19  # Cityscapes train ids
+    config.model.num_classes = 19  # Cityscapes train ids; the class table's number of classes
     # conv kernels: 'xavier' (course) | 'kaiming' (torchvision) | 'mmseg' (Kaiming, and N(0, 0.01)
     # for the classifiers of deeplabv3_mmseg, deeplabv3plus and pspnet)
     config.model.init = 'xavier'
@@ -44,22 +44,44 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.pretrained_required = False
 
     config.data = ml_collections.ConfigDict()
-    # 'tfds' (built from the two official zips) | 'folder' (extracted leftImg8bit/ + gtFine/)
-    # | 'synthetic' (generated on first use; needs nothing).
+    # Cityscapes: 'tfds' (built from the two official zips) | 'folder' (extracted leftImg8bit/
+    # + gtFine/) | 'synthetic' (generated on first use; needs nothing). Other data sets
+    # (seg_jax/data/pairs.py): 'pairs' (folders of images and label PNGs, config.data.pairs)
+    # | 'voc' (Pascal VOC 2012) | 'ade20k' (ADEChallengeData2016).
     config.data.source = 'tfds'
-    config.data.dir = placeholder(str)  # folder / synthetic: the Cityscapes root
+    config.data.dir = placeholder(str)  # the data set's root (tfds: unused)
+    # What the label values mean (seg_jax/data/classes.py): 'cityscapes' | 'voc' | 'ade20k', or
+    # a .json / .csv class table; config.model.num_classes must match it.
+    config.data.classes = 'cityscapes'
+    # 'pairs': folders relative to config.data.dir, {split} standing for the split's folder name
+    # in `splits`; images and labels matched by name. split_list: a file of names per split
+    # (e.g. 'lists/{split}.txt'); empty: every image in the folder.
+    config.data.pairs = ml_collections.ConfigDict(dict(
+        images='images/{split}', labels='labels/{split}', image_suffix='.jpg',
+        label_suffix='.png', split_list='',
+        splits=dict(train='train', validation='val', test='test')))
+    config.data.voc_aug = False  # voc: train on SBD's augmented set too (SegmentationClassAug)
     config.data.manual_dir = placeholder(str)  # tfds: the zips (<tfds_dir>/downloads/manual)
     config.data.tfds_dir = placeholder(str)  # tfds: where it builds (default ~/tensorflow_datasets)
+    # layout: 'cityscapes', or 'voc' / 'ade20k' (those data sets' layouts and classes, read by
+    # their sources; set config.data.classes to match).
     config.data.synthetic = ml_collections.ConfigDict(dict(
-        num_train=200, num_val=40, num_test=20, height=256, width=512, seed=0))
+        num_train=200, num_val=40, num_test=20, height=256, width=512, seed=0,
+        layout='cityscapes'))
     config.data.crop_size = (512, 1024)  # (height, width) of training crops
     config.data.scale_range = (0.5, 2.0)  # random rescale factor
+    # (short, long): the rescale factor applies to each image fitted to this size first,
+    # keeping its aspect ratio (mmseg's VOC / ADE20K recipes: (512, 2048)); None: to the image.
+    config.data.base_size = placeholder(tuple)
     config.data.rotation_degrees = 0.0  # random rotation in [-r, r]
     config.data.flip = True  # horizontal flip with p = 0.5
     config.data.photometric = 0.3  # brightness / contrast jitter strength; 0 turns it off
     config.data.photometric_style = 'jitter'  # 'jitter' | 'mmseg' (mmseg's PhotoMetricDistortion)
     config.data.cat_max_ratio = 1.0  # redraw crops where one class has this share (mmseg 0.75)
     config.data.eval_scale = 1.0  # evaluation resizes full images by this factor
+    # (height, width): evaluation pads images of many sizes to this canvas (void labels), and
+    # shrinks any larger one to fit; None: every image of a split has one size (Cityscapes).
+    config.data.eval_size = placeholder(tuple)
     config.data.skip_bad_examples = False  # True: a malformed pair is logged, stands in as void
 
     config.global_batch_size = 8  # summed over every device of every process

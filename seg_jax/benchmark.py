@@ -34,7 +34,6 @@ import numpy as np
 
 from seg_jax import config_checks, evaluate, health, inference, parallel, train
 from seg_jax.data import pipeline
-from seg_jax.data.labels import NUM_CLASSES
 from seg_jax.models import COMPUTE_DTYPES
 from seg_jax.state import create_train_state
 
@@ -84,13 +83,13 @@ def measure_peaks(size: int, dtype: jnp.dtype, repeats: int = 5) -> dict[str, fl
     return results
 
 
-def _random_batch(batch: int, size: tuple[int, int], mesh, with_mask: bool
+def _random_batch(batch: int, size: tuple[int, int], num_classes: int, mesh, with_mask: bool
                   ) -> dict[str, jax.Array]:
     """A global batch of random images and labels, placed on the devices like real ones."""
     rng = np.random.default_rng(0)
     per_process = batch // jax.process_count()
     host = {'image': rng.standard_normal((per_process, *size, 3), np.float32),
-            'label': rng.integers(0, NUM_CLASSES, (per_process, *size), np.int32)}
+            'label': rng.integers(0, num_classes, (per_process, *size), np.int32)}
     if with_mask:
         host['mask'] = np.ones(per_process, bool)
     return parallel.global_batch(host, mesh)
@@ -122,7 +121,8 @@ def compile_train_step(config: ml_collections.ConfigDict, setup: train.TrainingS
     crop = tuple(config.data.crop_size)
     state = create_train_state(setup.model, setup.tx, crop, config.seed, mesh)
     step = train.make_train_step(config.loss, setup.class_weights, setup.schedule, config.seed)
-    batch = _random_batch(config.global_batch_size, crop, mesh, with_mask=False)
+    batch = _random_batch(config.global_batch_size, crop, config.model.num_classes, mesh,
+                          with_mask=False)
     record = health.initial(mesh)
     start = time.perf_counter()
     lowered = step.lower(state, batch, record)
@@ -170,7 +170,8 @@ def benchmark_eval(config: ml_collections.ConfigDict, model, state, mesh) -> dic
     settings = inference.inference_settings(config.eval)
     step = inference.make_predict_fn(model, settings, mesh, evaluate.eval_totals)
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    batch = _random_batch(config.eval.batch_size, size, mesh, with_mask=True)
+    batch = _random_batch(config.eval.batch_size, size, config.model.num_classes, mesh,
+                          with_mask=True)
     start = time.perf_counter()
     compiled = step.lower(variables, batch).compile()
     compile_s = time.perf_counter() - start

@@ -37,7 +37,7 @@ import numpy as np
 
 from seg_jax import console, figures, inference, parallel, restore
 from seg_jax.data import pipeline
-from seg_jax.data.labels import CLASS_NAMES, COURSE_CLASSES
+from seg_jax.data.classes import ClassTable, class_table
 from seg_jax.errors import ConfigError, SegJaxError
 from seg_jax.files import write_atomically
 from seg_jax.history import HISTORY_FILE, best_evaluation, read_history, total_seconds
@@ -68,6 +68,7 @@ def _dataset(config: dict[str, Any]) -> dict[str, Any]:
     if data['source'] == 'synthetic':
         dataset['synthetic'] = data['synthetic']
     dataset['eval_scale'] = data['eval_scale']
+    dataset['classes'] = data.get('classes', 'cityscapes')  # older runs: Cityscapes'
     return dataset
 
 
@@ -95,6 +96,10 @@ class Run:
     def config_dict(self) -> ml_collections.ConfigDict:
         """The run's config on today's defaults (a run of an older version builds too)."""
         return with_defaults(self.config)
+
+    @property
+    def table(self) -> ClassTable:
+        return class_table(self.config_dict.data.classes)
 
     @property
     def num_classes(self) -> int:
@@ -131,13 +136,14 @@ def run_row(run: Run) -> dict[str, Any]:
     summary = model_summary(run.config_dict)
     record = run.eval
     model = run.config['model']
+    marked = run.table.marked
     return {
         'run': run.name, 'directory': run.directory,
         'model': model['name'] + (f' ({model["backbone"]})' if model.get('backbone') else ''),
         'loss': run.config['loss']['name'], 'step': record['step'], 'split': record['split'],
         'num_images': record['num_images'],
-        'iou': {name: record['iou'][name] for name in COURSE_CLASSES},
-        'seed_iou': {name: record['seed_iou'][name] for name in COURSE_CLASSES},
+        'iou': {name: record['iou'][name] for name in marked},
+        'seed_iou': {name: record['seed_iou'][name] for name in marked},
         'miou': record['miou'], 'seed_miou': record['seed_miou'],
         'pixel_accuracy': record['pixel_accuracy'],
         'inference': record.get('inference'),
@@ -154,20 +160,25 @@ def _minutes(seconds: float | None) -> str:
     return '-' if seconds is None else f'{seconds / 60:.1f}'
 
 
-def results_markdown(rows: list[dict[str, Any]], skipped: list[str], which: str) -> str:
-    """The course's table twice (official and seed IoU), the cost table, and what was left out."""
-    header = '| run | model | loss | ' + ' | '.join(COURSE_COLUMNS) + ' | mIoU | pixel acc |'
-    rule = '|---|---|---|' + '---:|' * (len(COURSE_COLUMNS) + 2)
+def results_markdown(rows: list[dict[str, Any]], skipped: list[str], which: str,
+                     table: ClassTable) -> str:
+    """The course's table twice (official and seed IoU), the cost table, and what was left out.
+    Its class columns are those ``table`` marks (Cityscapes: the course's five; none for a
+    table that marks none)."""
+    columns = COURSE_COLUMNS if table.is_cityscapes else table.marked
+    header = '| run | model | loss | ' + ''.join(f'{c} | ' for c in columns) + 'mIoU | pixel acc |'
+    rule = '|---|---|---|' + '---:|' * (len(columns) + 2)
     lines = [f'# Results ({rows[0]["split"]}, {int(rows[0]["num_images"])} images, the {which} '
              'evaluation of each run)', '']
-    for title, key, mean in (('Official Cityscapes IoU (%)', 'iou', 'miou'),
+    for title, key, mean in ((f'Official {"Cityscapes " if table.is_cityscapes else ""}IoU (%)',
+                              'iou', 'miou'),
                              ("The course's seed IoU (%): predictions on void pixels count as "
                               'false positives', 'seed_iou', 'seed_miou')):
         lines += [f'## {title}', '', header, rule]
         for row in rows:
-            cells = [percent(row[key][name]) for name in COURSE_CLASSES]
+            cells = [percent(row[key][name]) for name in table.marked]
             lines.append(f'| {row["run"]} | {row["model"]} | {row["loss"]} | '
-                         + ' | '.join(cells) + f' | {percent(row[mean])} | '
+                         + ''.join(f'{cell} | ' for cell in cells) + f'{percent(row[mean])} | '
                          f'{percent(row["pixel_accuracy"])} |')
         lines.append('')
     lines += ['## Cost', '', '| run | step | parameters | GFLOPs / image (crop) | train images/s '
@@ -209,7 +220,8 @@ def predictions_png(runs: list[Run], num_images: int) -> bytes:
     keep = batch['mask'][:num_images]
     images, labels = batch['image'][:num_images][keep], batch['label'][:num_images][keep]
     mesh = parallel.data_mesh()
-    columns = [figures.denormalize(images), figures.colorize(labels)]
+    palette = runs[0].table.palette
+    columns = [figures.denormalize(images), figures.colorize(labels, palette)]
     titles = ['image', 'ground truth']
     # The batch is sharded over the devices: pad it to a multiple of them with its first image.
     padding = np.repeat(images[:1], -len(images) % jax.device_count(), axis=0)
@@ -219,7 +231,7 @@ def predictions_png(runs: list[Run], num_images: int) -> bytes:
                                              str(run.eval['step']))
         predict = inference.make_predict_fn(trained.model, _inference_of(run.eval), mesh)
         classes = parallel.local_rows(predict(trained.variables, global_images))
-        columns.append(figures.colorize(classes[:len(images)]))
+        columns.append(figures.colorize(classes[:len(images)], palette))
         titles.append(run.name)
     return figures.titled_png(figures.tile_grid(columns), titles)
 
@@ -233,8 +245,9 @@ def confusion_panels(runs: list[Run]) -> list[tuple[str, np.ndarray]]:
 def confusion_png(runs: list[Run]) -> bytes:
     """The compared evaluations' confusion matrices side by side, on one colour scale
     (``figures.confusion_figure``)."""
-    return figures.figure_png(figures.confusion_figure(confusion_panels(runs), CLASS_NAMES,
-                                                       COURSE_CLASSES))
+    table = runs[0].table
+    return figures.figure_png(figures.confusion_figure(confusion_panels(runs), table.names,
+                                                       table.marked))
 
 
 def _inference_of(record: dict[str, Any]) -> inference.InferenceSettings:
@@ -268,7 +281,7 @@ def compare(run_dirs: list[str], output: str, which: str = 'best', num_images: i
     rows = [run_row(run) for run in runs]
     results = {'split': split, 'evaluation': which, 'runs': rows, 'not_compared': skipped}
     write_atomically(os.path.join(output, 'results.md'),
-                     results_markdown(rows, skipped, which).encode())
+                     results_markdown(rows, skipped, which, runs[0].table).encode())
     write_atomically(os.path.join(output, 'results.json'),
                      (json.dumps(json_safe(results), indent=1) + '\n').encode())
     write_atomically(os.path.join(output, 'curves.png'), curves_png(runs, split))

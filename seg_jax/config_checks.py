@@ -15,13 +15,16 @@ epochs) are made when the data is first opened (``seg_jax.train.training_setup``
 import ml_collections
 
 from seg_jax import inference, losses, parallel
-from seg_jax.data import augment
+from seg_jax.data import augment, classes
 from seg_jax.errors import ConfigError
 
 MODES = ('train', 'eval', 'predict', 'benchmark', 'export')
 
 
 def _check_export(config: ml_collections.ConfigDict) -> None:
+    if config.eval.export_dir:
+        classes.require_cityscapes(classes.class_table(config.data.classes),
+                                   'config.eval.export_dir (the official label-id PNGs)')
     if config.eval.export_dir and config.data.eval_scale != 1.0:
         raise ConfigError(
             f'config.eval.export_dir exports predictions at full resolution, but '
@@ -45,6 +48,10 @@ def check_config(config: ml_collections.ConfigDict, mode: str) -> None:
     """Raises ``ConfigError`` (or a subclass) for the first value ``mode`` cannot honour."""
     assert mode in MODES, mode
     inference.inference_settings(config.eval)  # every mode infers (training evaluates)
+    table = classes.class_table(config.data.classes)  # every mode reports classes
+    classes.check_num_classes(table, config.model.num_classes)
+    augment.check_optional_size(config.data.eval_size, 'eval_size', 'height, width',
+                                '(512, 512)')
     parallel.check_batch_size(config.eval.batch_size, 'config.eval.batch_size')
     if mode in ('train', 'benchmark'):
         parallel.check_batch_size(config.global_batch_size, 'config.global_batch_size')

@@ -24,7 +24,8 @@ import numpy as np
 from seg_jax import config_checks, inference, losses, metrics, parallel, restore
 from seg_jax.cityscapes_export import Exporter
 from seg_jax.data import pipeline
-from seg_jax.data.cityscapes import open_split
+from seg_jax.data.sources import open_split
+from seg_jax.data.split import Split
 from seg_jax.data.labels import IGNORE_LABEL
 from seg_jax.history import Reporter
 
@@ -38,7 +39,8 @@ def eval_totals(log_probabilities: jax.Array, classes: jax.Array,
     images. Padded examples (``mask`` False) become all-void, so they count in nothing."""
     labels = jnp.where(batch['mask'][:, None, None], batch['label'], IGNORE_LABEL)
     valid = jnp.sum(labels != IGNORE_LABEL)
-    return {'confusion': metrics.confusion_matrix(classes, labels, batch['mask']),
+    return {'confusion': metrics.confusion_matrix(classes, labels, batch['mask'],
+                                                  num_classes=log_probabilities.shape[-1]),
             'loss_sum': losses.cross_entropy(log_probabilities, labels) * valid,
             'valid': valid, 'images': jnp.sum(batch['mask'])}
 
@@ -60,9 +62,9 @@ class Evaluator:
     inference settings; the predict function compiles once per image size."""
 
     def __init__(self, config: ml_collections.ConfigDict, model, mesh: jax.sharding.Mesh,
-                 split: str):
+                 split: str | Split):
         self.config, self.mesh = config, mesh
-        self.split = open_split(config.data, split)
+        self.split = split if isinstance(split, Split) else open_split(config.data, split)
         self.settings = inference.inference_settings(config.eval)
         self.predict = inference.make_predict_fn(model, self.settings, mesh, eval_totals)
 
@@ -85,7 +87,8 @@ class Evaluator:
             images += int(totals['images'])
             if sample is None:
                 sample = (host_batch['image'], host_batch['label'], local_classes)
-        results = metrics.compute_metrics(confusion)
+        results = metrics.compute_metrics(confusion, self.split.classes.names,
+                                          self.split.classes.marked)
         results['loss'] = loss_sum / max(valid, 1)
         results['num_images'] = images
         results['inference'] = dataclasses.asdict(self.settings)  # how it was inferred
@@ -128,7 +131,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
                 if config.eval.export_dir else None)
     trained = restore.load_trained_model(config, workdir, mesh)
     evaluator = Evaluator(config, trained.model, mesh, config.eval.split)
-    reporter = Reporter(workdir, enabled=jax.process_index() == 0)
+    reporter = Reporter(workdir, enabled=jax.process_index() == 0,
+                        classes=evaluator.split.classes)
     on_batch = None if exporter is None else (
         lambda batch, classes: exporter.write(batch['image_id'], classes, batch['mask']))
     try:

@@ -43,7 +43,7 @@ import numpy as np
 
 from seg_jax import config_checks, inference, metrics, parallel, predict, restore, serving
 from seg_jax.data.augment import INVERSE_STD_255, MEAN_255
-from seg_jax.data.labels import CLASS_NAMES, PALETTE
+from seg_jax.data.classes import class_table
 from seg_jax.data.synthetic.scene import render_scene
 from seg_jax.errors import ConfigError, SegJaxError
 from seg_jax.workdir import resolved_config, to_json
@@ -248,6 +248,7 @@ def metadata(config: ml_collections.ConfigDict, trained: restore.TrainedModel,
              platforms: tuple[str, ...], checks: dict[str, Any]) -> dict[str, Any]:
     """``metadata.json``: everything a user of the files needs, and how they were checked."""
     num_classes = trained.model.num_classes
+    table = class_table(config.data.classes)  # check_config: it has num_classes classes
     height, width = image_size
     return {
         'files': {
@@ -269,8 +270,8 @@ def metadata(config: ml_collections.ConfigDict, trained: restore.TrainedModel,
                                          'class probabilities'}
                        if config.export.probabilities else {})},
         'inference': dataclasses.asdict(settings),
-        'classes': {'names': list(CLASS_NAMES[:num_classes]),
-                    'palette': PALETTE[:num_classes].tolist()},
+        'classes': {'table': table.name, 'names': list(table.names),
+                    'palette': table.palette[:num_classes].tolist()},
         'platforms': list(platforms),
         'versions': _versions(),
         'parity': checks,

@@ -21,7 +21,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
 from seg_jax.data.augment import IMAGENET_MEAN, IMAGENET_STD
-from seg_jax.data.labels import COURSE_CLASSES, PALETTE
+from seg_jax.data.classes import CITYSCAPES, ClassTable
 from seg_jax.errors import ShapeError
 from seg_jax.files import png_bytes
 
@@ -49,8 +49,15 @@ def _plot(axis: Axes, events: list[dict[str, Any]], key: str, label: str, **styl
                   markersize=3, **style)
 
 
-def curves_figure(history: list[dict[str, Any]]) -> Figure:
-    """Losses, pixel accuracy, mIoU and the course classes' IoU against training steps."""
+# At most this many classes are plotted one curve each when a class table marks none.
+MAX_UNMARKED_CURVES = 6
+
+
+def curves_figure(history: list[dict[str, Any]], table: ClassTable = CITYSCAPES) -> Figure:
+    """Losses, pixel accuracy, mIoU and per-class IoU against training steps: of the classes
+    ``table`` marks (Cityscapes: the course's five), or, for a table that marks none, of all
+    its classes if it has at most ``MAX_UNMARKED_CURVES``."""
+    plotted = table.marked or (table.names if table.num_classes <= MAX_UNMARKED_CURVES else ())
     train = [event for event in history if event['kind'] == 'train']
     evals: dict[str, list[dict[str, Any]]] = {}
     for event in history:
@@ -67,10 +74,11 @@ def curves_figure(history: list[dict[str, Any]]) -> Figure:
         _plot(miou_axis, events, 'miou', split)
         _plot(miou_axis, events, 'seed_miou', f'{split} (seed IoU)', linestyle='--')
         prefix = f'{split} ' if len(evals) > 1 else ''
-        for name in COURSE_CLASSES:
+        for name in plotted:
             _plot(class_axis, events, f'iou/{name}', prefix + name)
 
-    titles = ('loss', 'pixel accuracy', 'mIoU', 'IoU of the course classes')
+    titles = ('loss', 'pixel accuracy', 'mIoU',
+              f'IoU of the {table.marked_title}' if table.marked else 'IoU per class')
     for axis, title in zip(axes.flat, titles, strict=True):
         axis.set_title(title)
         axis.set_xlabel('step')
@@ -79,8 +87,10 @@ def curves_figure(history: list[dict[str, Any]]) -> Figure:
         if axis.lines:
             axis.legend(fontsize='small')
         else:
-            axis.text(0.5, 0.5, 'no data yet', ha='center', va='center',
-                      transform=axis.transAxes, color='gray')
+            empty = ('no data yet' if plotted or axis is not class_axis else
+                     f'{table.num_classes} classes: mark some in the class table to plot them')
+            axis.text(0.5, 0.5, empty, ha='center', va='center', transform=axis.transAxes,
+                      color='gray')
     for axis in (accuracy_axis, miou_axis, class_axis):
         axis.set_ylim(0, 1)
     return figure
@@ -98,9 +108,10 @@ def denormalize(images: np.ndarray) -> np.ndarray:
     return np.clip(np.round(255 * rgb), 0, 255).astype(np.uint8)
 
 
-def colorize(labels: np.ndarray) -> np.ndarray:
-    """Train-id maps in the official Cityscapes colours; void (255) is black."""
-    return PALETTE[np.asarray(labels, np.int64)]
+def colorize(labels: np.ndarray, palette: np.ndarray = CITYSCAPES.palette) -> np.ndarray:
+    """Train-id maps in a class table's colours (by default Cityscapes' official ones); void
+    (255) is black."""
+    return palette[np.asarray(labels, np.int64)]
 
 
 def tile_grid(columns: list[np.ndarray]) -> np.ndarray:
@@ -120,13 +131,15 @@ def tile_grid(columns: list[np.ndarray]) -> np.ndarray:
     return canvas
 
 
-def prediction_panel(images: np.ndarray, labels: np.ndarray,
-                     predictions: np.ndarray) -> np.ndarray:
-    """One row per example, image | ground truth | prediction (``tile_grid``), as uint8 RGB."""
+def prediction_panel(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
+                     palette: np.ndarray = CITYSCAPES.palette) -> np.ndarray:
+    """One row per example, image | ground truth | prediction (``tile_grid``) in ``palette``'s
+    colours, as uint8 RGB."""
     if images.ndim != 4 or labels.shape != images.shape[:3] or predictions.shape != labels.shape:
         raise ShapeError(f'Expected images (N, H, W, 3) with labels and predictions (N, H, W); '
                          f'got {images.shape}, {labels.shape} and {predictions.shape}.')
-    return tile_grid([denormalize(images), colorize(labels), colorize(predictions)])
+    return tile_grid([denormalize(images), colorize(labels, palette),
+                      colorize(predictions, palette)])
 
 
 def titled_png(canvas: np.ndarray, titles: list[str]) -> bytes:

@@ -34,7 +34,7 @@ import ml_collections
 import numpy as np
 
 from seg_jax import figures
-from seg_jax.data.labels import CLASS_NAMES, COURSE_CLASSES
+from seg_jax.data.classes import CITYSCAPES, ClassTable
 from seg_jax.files import write_atomically
 from seg_jax.tables import format_class_table, percent
 from seg_jax.tensorboard_events import EventWriters, iou_markdown
@@ -44,8 +44,6 @@ if TYPE_CHECKING:  # evaluate imports this module
     from seg_jax.evaluate import EvalResult
 
 HISTORY_FILE = 'history.jsonl'
-# Rows of the confusion matrix: the 19 train ids, then void ground truth (predicted as a class).
-CONFUSION_ROWS: tuple[str, ...] = CLASS_NAMES + ('void',)
 # The history events of --mode eval: kept beside training's 'eval' events, never in its curves.
 MODE_EVAL_KIND = 'mode_eval'
 
@@ -131,12 +129,14 @@ class EvalFiles:
 
 
 class Reporter:
-    """Writes a run's reports under ``workdir``; every method does nothing when not enabled
+    """Writes a run's reports under ``workdir``, naming and colouring the classes as
+    ``classes`` (the run's class table) does; every method does nothing when not enabled
     (processes other than 0), so the loop can call it unconditionally."""
 
-    def __init__(self, workdir: str, enabled: bool = True):
+    def __init__(self, workdir: str, enabled: bool = True, classes: ClassTable = CITYSCAPES):
         self.workdir = workdir
         self.enabled = enabled
+        self.classes = classes
         self._events = EventWriters(os.path.join(workdir, 'tensorboard'))
 
     def _path(self, *parts: str) -> str:
@@ -167,7 +167,7 @@ class Reporter:
 
         * a history line with the scalar metrics and ``iou/{class}``;
         * the eval record (JSON) with every metric, per-class values by class name, the
-          confusion matrix (rows ``CONFUSION_ROWS``, columns ``CLASS_NAMES``), and how the
+          confusion matrix (rows: the classes, then void; columns: the classes), and how the
           images were inferred and from which weights (``metrics['inference']``,
           ``metrics['weights']``, where given);
         * the confusion matrix's picture (``figures.confusion_figure``);
@@ -176,7 +176,7 @@ class Reporter:
 
         Returns the per-class table of ``format_class_table``.
         """
-        table = format_class_table(metrics)
+        table = format_class_table(metrics, self.classes)
         if not self.enabled:
             return table
         files = EvalFiles(split, int(step), suffix)
@@ -189,21 +189,23 @@ class Reporter:
                               **scalars, **class_iou})
         record = {'step': files.step, 'split': split, **scalars, **per_class,
                   **{key: metrics[key] for key in ('inference', 'weights') if key in metrics},
-                  'confusion_rows': CONFUSION_ROWS, 'confusion_columns': CLASS_NAMES}
+                  'confusion_rows': self.classes.names + ('void',),
+                  'confusion_columns': self.classes.names}
         write_atomically(self._path(files.record),
                          _eval_json(record, np.asarray(confusion, np.int64)).encode())
         miou = percent(metrics['miou'])  # '-' for a split without labels (Cityscapes' test)
         title = (f'{split}, step {files.step}{f" ({suffix})" if suffix else ""}: '
                  f'mIoU {miou}{"" if miou == "-" else "%"}')
         picture = figures.figure_png(figures.confusion_figure(
-            [(title, np.asarray(confusion))], CLASS_NAMES, COURSE_CLASSES))
+            [(title, np.asarray(confusion))], self.classes.names, self.classes.marked))
         write_atomically(self._path(files.plot('confusion')), picture)
         self._events.write(
             files.tensorboard_run, files.step,
             scalars={f'{split}/{key}': value for key, value in {**scalars, **class_iou}.items()},
             images={f'{split}/confusion': picture},
             texts={f'{split}/iou_table': iou_markdown(
-                per_class['iou'], per_class['seed_iou'], metrics['miou'], metrics['seed_miou'])})
+                per_class['iou'], per_class['seed_iou'], metrics['miou'], metrics['seed_miou'],
+                self.classes)})
         return table
 
     def plot_curves(self) -> None:
@@ -213,7 +215,7 @@ class Reporter:
         history = read_history(self._path(HISTORY_FILE))
         if history:
             write_atomically(self._path('plots', 'curves.png'),
-                             figures.figure_png(figures.curves_figure(history)))
+                             figures.figure_png(figures.curves_figure(history, self.classes)))
 
     def save_predictions(self, step: int, split: str, images: np.ndarray, labels: np.ndarray,
                          predictions: np.ndarray, max_images: int = 4, suffix: str = '') -> None:
@@ -228,7 +230,8 @@ class Reporter:
         files = EvalFiles(split, int(step), suffix)
         canvas = figures.prediction_panel(np.asarray(images)[:max_images],
                                           np.asarray(labels)[:max_images],
-                                          np.asarray(predictions)[:max_images])
+                                          np.asarray(predictions)[:max_images],
+                                          self.classes.palette)
         picture = figures.titled_png(canvas, list(figures.PANEL_TITLES))
         write_atomically(self._path(files.plot('predictions')), picture)
         self._events.write(files.tensorboard_run, files.step,

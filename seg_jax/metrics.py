@@ -83,8 +83,8 @@ def _mean_defined(values: np.ndarray) -> float:
     return float(defined.mean()) if defined.size else float('nan')
 
 
-def compute_metrics(confusion: np.ndarray,
-                    class_names: tuple[str, ...] = CLASS_NAMES) -> dict:
+def compute_metrics(confusion: np.ndarray, class_names: tuple[str, ...] = CLASS_NAMES,
+                    marked: tuple[str, ...] = COURSE_CLASSES) -> dict:
     """Every reported metric from an ``(C + 1, C)`` confusion matrix (``confusion_matrix`` rows).
 
     Official Cityscapes definitions (``evalPixelLevelSemanticLabeling``), void rows excluded:
@@ -100,7 +100,8 @@ def compute_metrics(confusion: np.ndarray,
     Values are Python floats and lists (JSON-serialisable); NaN marks "undefined" exactly as
     cityscapesscripts writes it (``json.dumps`` emits it as ``NaN`` by default).
     ``iou_by_class`` / ``seed_iou_by_class`` key the per-class values by name, and
-    ``course_iou`` / ``course_seed_iou`` pick out ``COURSE_CLASSES`` for reports.
+    ``course_iou`` / ``course_seed_iou`` pick out the ``marked`` classes for reports (the class
+    table's: Cityscapes' are the course's five).
     """
     confusion = np.asarray(confusion, dtype=np.int64)
     num_classes = len(class_names)
@@ -123,7 +124,7 @@ def compute_metrics(confusion: np.ndarray,
 
     iou_by_class = dict(zip(class_names, iou.tolist(), strict=True))
     seed_iou_by_class = dict(zip(class_names, seed_iou.tolist(), strict=True))
-    course = [name for name in COURSE_CLASSES if name in iou_by_class]
+    course = [name for name in marked if name in iou_by_class]
     return {
         'iou': iou.tolist(),
         'miou': _mean_defined(iou),

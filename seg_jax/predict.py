@@ -30,7 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from seg_jax import config_checks, inference, parallel, restore
 from seg_jax.data.augment import normalize
-from seg_jax.data.labels import PALETTE
+from seg_jax.data.classes import class_table
 from seg_jax.errors import ConfigError, DataError, first_few
 from seg_jax.files import BackgroundWriter, write_png
 
@@ -166,9 +166,9 @@ def overlay(photo: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def write_outputs(output: str, image: InputImage, photo: np.ndarray, prediction: np.ndarray,
-                  alpha: float) -> None:
+                  alpha: float, palette: np.ndarray) -> None:
     train_ids_path, colour_path, overlay_path = output_paths(output, image)
-    colours = PALETTE[prediction]
+    colours = palette[prediction]
     write_png(train_ids_path, prediction.astype(np.uint8))
     write_png(colour_path, colours)
     write_png(overlay_path, overlay(photo, colours, alpha))
@@ -206,6 +206,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str) -> int:
     restored or written."""
     config_checks.check_config(config, 'predict')
     batch_size, alpha = config.eval.batch_size, config.predict.overlay_alpha
+    palette = class_table(config.data.classes).palette
     output = os.path.expanduser(config.predict.output or os.path.join(workdir, DEFAULT_OUTPUT))
     images = list_inputs(config.predict.input, exclude=output)
     check_outputs(output, images, config.predict.overwrite)
@@ -223,7 +224,8 @@ def predict(config: ml_collections.ConfigDict, workdir: str) -> int:
                 infer_photos(predict_fn, trained.variables, photos, mesh))
             for (image, real), photo, prediction in zip(share, photos, predictions, strict=True):
                 if real:
-                    writer.submit(write_outputs, output, image, photo, prediction, alpha)
+                    writer.submit(write_outputs, output, image, photo, prediction, alpha,
+                                  palette)
             progress.update(len(batch))
     progress.close()
     if jax.process_index() == 0:

@@ -17,7 +17,7 @@ import tensorflow as tf
 from PIL import Image
 from tensorflow.core.framework import summary_pb2
 
-from seg_jax.data.labels import CLASS_NAMES, COURSE_CLASSES
+from seg_jax.data.classes import CITYSCAPES, ClassTable
 from seg_jax.tables import percent
 
 
@@ -39,16 +39,17 @@ def png_size(png: bytes) -> tuple[int, int]:
 
 
 def iou_markdown(iou_by_class: Mapping[str, float], seed_iou_by_class: Mapping[str, float],
-                 miou: float, seed_miou: float) -> str:
-    """Every class's IoU and seed IoU (%) as a markdown table, the course classes in bold,
-    the means last: the text TensorBoard shows beside the per-class scalars."""
+                 miou: float, seed_miou: float, table: ClassTable = CITYSCAPES) -> str:
+    """Every class's IoU and seed IoU (%) as a markdown table, the classes ``table`` marks
+    (Cityscapes: the course's) in bold, the means last: the text TensorBoard shows beside the
+    per-class scalars."""
     lines = ['| class | IoU (%) | seed IoU (%) |', '|---|---:|---:|']
-    for name in CLASS_NAMES:
-        label = f'**{name}**' if name in COURSE_CLASSES else name
+    for name in table.names:
+        label = f'**{name}**' if name in table.marked else name
         lines.append(f'| {label} | {percent(iou_by_class[name])} | '
                      f'{percent(seed_iou_by_class[name])} |')
     lines.append(f'| mean | {percent(miou)} | {percent(seed_miou)} |')
-    return '\n'.join(lines) + '\n\nBold: the course classes.'
+    return '\n'.join(lines) + (f'\n\nBold: the {table.marked_title}.' if table.marked else '')
 
 
 class EventWriters:

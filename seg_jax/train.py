@@ -75,26 +75,32 @@ def make_train_step(loss_config: ml_collections.ConfigDict, class_weights: np.nd
 class TrainingSetup:
     """What a training run builds from its config before it has a state: the network, the
     optimiser and its schedule, the loss's class weights, the run's length, and the training
-    split (opened once)."""
+    and evaluation splits (each opened, and so checked, once)."""
     model: nn.Module
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     class_weights: np.ndarray | None
     total_steps: int
     train_split: pipeline.Split
+    eval_split: pipeline.Split
 
 
 def training_setup(config: ml_collections.ConfigDict) -> TrainingSetup:
     """The run's setup; reads the training split's size and first image (for the crop check)
-    and, for class weights computed from them, its pixel counts, so a missing or broken data set
-    or a config that does not fit it fails here, before compiling."""
+    and, for class weights computed from them, its pixel counts, and lists the evaluation split
+    (the sources of other data sets check every label as they open a split), so a missing or
+    broken data set or a config that does not fit it fails here, before anything is written
+    or compiled."""
     model = build_model(config.model)  # checks the model's fields before any data is read
     train_split = pipeline.open_training_split(config)
+    eval_split = pipeline.open_split(config.data, config.eval.split)
     total_steps, steps_per_epoch = optim.training_length(config, train_split.size)
     class_weights = losses.resolve_class_weights(
-        config.loss, lambda: pipeline.class_pixel_counts(config, train_split))
+        config.loss, lambda: pipeline.class_pixel_counts(config, train_split),
+        train_split.classes.num_classes)
     tx, schedule = optim.build_optimizer(config, total_steps, steps_per_epoch)
-    return TrainingSetup(model, tx, schedule, class_weights, total_steps, train_split)
+    return TrainingSetup(model, tx, schedule, class_weights, total_steps, train_split,
+                         eval_split)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -143,7 +149,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: TrainingSetup
            preemption_notice: preemption.PreemptionNotice) -> TrainState:
     mesh = parallel.data_mesh()
     is_main = jax.process_index() == 0
-    reporter = Reporter(workdir, enabled=is_main)
+    reporter = Reporter(workdir, enabled=is_main, classes=setup.train_split.classes)
     reporter.write_config(config)
     total_steps, allowed_nonfinite = setup.total_steps, config.skip_nonfinite_steps
     checkpointer = checkpoints.Checkpointer(checkpoint_dir(workdir),
@@ -153,7 +159,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: TrainingSetup
     start_step = int(jax.device_get(state.step))
 
     train_step = make_train_step(config.loss, setup.class_weights, setup.schedule, config.seed)
-    evaluator = evaluate.Evaluator(config, setup.model, mesh, config.eval.split)
+    evaluator = evaluate.Evaluator(config, setup.model, mesh, setup.eval_split)
     batches = parallel.prefetch_to_devices(
         pipeline.build_input(config, setup.train_split, start_step=start_step), mesh)
     record = health.initial(mesh)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from seg_jax import compare, figures, train
-from seg_jax.data.labels import COURSE_CLASSES
+from seg_jax.data.labels import CLASS_NAMES, COURSE_CLASSES
 from seg_jax.errors import ConfigError
 
 
@@ -85,7 +85,7 @@ def test_comparison_writes_every_file_with_the_runs_numbers(two_runs, tmp_path, 
 
 def test_the_confusion_panels_are_the_compared_evaluations(two_runs):
     runs = [compare.Run(run, 'best', 'validation') for run in two_runs]
-    figure = figures.confusion_figure(compare.confusion_panels(runs), compare.CLASS_NAMES)
+    figure = figures.confusion_figure(compare.confusion_panels(runs), CLASS_NAMES)
     for run, axis in zip(runs, figure.axes, strict=False):
         assert axis.get_title() == (f'{run.name}: step {run.eval["step"]}, mIoU '
                                     f'{100 * run.eval["miou"]:.1f}%')

@@ -9,14 +9,15 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import load_config
-from seg_jax.data import cityscapes, pipeline, synthetic
+from seg_jax.data import cityscapes, pipeline, sources, synthetic
+from seg_jax.data.split import Split
 from seg_jax.data.labels import LABEL_ID_TO_TRAIN_ID, NUM_CLASSES, NUM_LABEL_IDS
 from seg_jax.errors import ConfigError, DataError
 
 NUM_TRAIN, NUM_VAL = 6, 5
 
 
-def read_split(split: cityscapes.Split) -> dict[str, dict[str, np.ndarray]]:
+def read_split(split: Split) -> dict[str, dict[str, np.ndarray]]:
     """image id -> decoded example, for every example of the split."""
     dataset = tf.data.Dataset.range(split.size).map(split.read)
     return {ex['image_id'].decode(): ex for ex in pipeline.as_numpy(dataset)}
@@ -136,10 +137,10 @@ def test_synthetic_source_generates_on_first_use_then_reuses(tmp_path):
     config = data_config(str(tmp_path / 'generated'))
     config.data.source = 'synthetic'
     config.data.synthetic.update(dict(num_train=2, num_val=1, num_test=1, height=64, width=128))
-    split = cityscapes.open_split(config.data, 'train')
+    split = sources.open_split(config.data, 'train')
     assert split.size == 2 and split.source == 'synthetic'
     stamp = os.path.getmtime(cityscapes.folder_files(str(tmp_path / 'generated'), 'train')[1][0])
-    cityscapes.open_split(config.data, 'validation')
+    sources.open_split(config.data, 'validation')
     assert os.path.getmtime(
         cityscapes.folder_files(str(tmp_path / 'generated'), 'train')[1][0]) == stamp
 
@@ -157,21 +158,21 @@ def write_pair(root, split, image, label, city='aachen', image_id='aachen_000000
 
 def test_missing_data_names_what_is_missing_and_how_to_get_it(tmp_path):
     with pytest.raises(DataError, match='cityscapes-dataset.com') as error:
-        cityscapes.open_split(data_config(str(tmp_path / 'nowhere')).data, 'train')
+        sources.open_split(data_config(str(tmp_path / 'nowhere')).data, 'train')
     assert 'nowhere' in str(error.value)
     config = data_config(str(tmp_path))
     config.data.source = 'tfds'
     config.data.manual_dir = str(tmp_path / 'zips')
     config.data.tfds_dir = str(tmp_path / 'tfds')
     with pytest.raises(DataError, match='leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip'):
-        cityscapes.open_split(config.data, 'train')
+        sources.open_split(config.data, 'train')
     config.data.source = 'folder'
     config.data.dir = None
     with pytest.raises(DataError, match='needs config.data.dir'):
-        cityscapes.open_split(config.data, 'train')
+        sources.open_split(config.data, 'train')
     config.data.source = 'kaggle'
     with pytest.raises(DataError, match="'synthetic'"):
-        cityscapes.open_split(config.data, 'train')
+        sources.open_split(config.data, 'train')
 
 
 def test_missing_label_file_is_named(tmp_path):

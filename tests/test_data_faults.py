@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seg_jax.data import cityscapes, pipeline, synthetic
+from seg_jax.data import cityscapes, pipeline, sources, synthetic
 from seg_jax.data.labels import IGNORE_LABEL
 from seg_jax.errors import DataError
 from test_data import data_config
@@ -269,5 +269,5 @@ def test_one_missing_zip_is_named_alone(tmp_path):
     config.data.manual_dir = str(manual_dir)
     config.data.tfds_dir = str(tmp_path / 'tfds')
     with pytest.raises(DataError, match='needs gtFine_trainvaltest.zip in') as error:
-        cityscapes.open_split(config.data, 'train')
+        sources.open_split(config.data, 'train')
     assert 'leftImg8bit' not in str(error.value) and 'cityscapes-dataset.com' in str(error.value)

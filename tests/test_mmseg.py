@@ -17,7 +17,7 @@ import tiny_config
 from conftest import MMSEG_CONFIGS, load_config
 from seg_jax import health as run_health
 from seg_jax import evaluate, parallel, pretrained, restore, train, weights_file
-from seg_jax.data.cityscapes import open_split
+from seg_jax.data.sources import open_split
 from seg_jax.errors import ConfigError
 from seg_jax.models import build_model
 from seg_jax.state import abstract_train_state

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seg_jax.data import augment, cityscapes, photometric, pipeline
+from seg_jax.data import augment, photometric, pipeline
+from seg_jax.data.split import Split
 from seg_jax.errors import ConfigError
 
 MEAN_255 = 255.0 * np.array(augment.IMAGENET_MEAN, np.float32)
@@ -265,7 +266,7 @@ def fake_split(monkeypatch, images: np.ndarray, label_ids: np.ndarray) -> None:
         return {'image': tf.gather(images, index), 'label': tf.gather(label_ids, index),
                 'image_id': tf.strings.as_string(index), 'problem': tf.constant('')}
 
-    split = cityscapes.Split(source='folder', split='train', size=len(images), read=read,
+    split = Split(source='folder', split='train', size=len(images), read=read,
                              location='/nonexistent')
     monkeypatch.setattr(pipeline, 'open_split', lambda data, name: split)
 
@@ -273,7 +274,7 @@ def fake_split(monkeypatch, images: np.ndarray, label_ids: np.ndarray) -> None:
 def pipeline_config(**data) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict(dict(seed=0, global_batch_size=8, data=dict(
         crop_size=(32, 40), scale_range=(1.0, 1.0), rotation_degrees=0.0, flip=True,
-        photometric=0.0, photometric_style='mmseg', cat_max_ratio=0.75)))
+        photometric=0.0, photometric_style='mmseg', cat_max_ratio=0.75, base_size=None)))
     config.data.update(data)
     return config
 

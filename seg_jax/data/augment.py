@@ -22,7 +22,8 @@ redraws the crop position (up to 10 times) while one class dominates the crop, a
 ``photometric_style`` applies its PhotoMetricDistortion to the 8-bit crop (``photometric``).
 """
 
-from typing import Any, NamedTuple
+import numbers
+from typing import Any, NamedTuple, Sequence
 
 import ml_collections
 import tensorflow as tf
@@ -96,8 +97,9 @@ def _as_image_and_label(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, 
 
 
 def _check_geometry_args(crop_size: tuple[int, int], scale_range: tuple[float, float],
-                         rotation_degrees: float) -> None:
+                         rotation_degrees: float, base_size: tuple[int, int] | None) -> None:
     check_crop_size(crop_size)
+    check_optional_size(base_size, 'base_size', 'short side, long side', '(512, 2048)')
     if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
         raise ConfigError(f'scale_range={scale_range} must be (low, high) with 0 < low <= high; '
                           'set config.data.scale_range to e.g. (0.5, 2.0), or (1.0, 1.0) for no '
@@ -117,7 +119,8 @@ def _check_cat_max_ratio(cat_max_ratio: float) -> None:
 
 def check_train_options(*, crop_size: tuple[int, int], scale_range: tuple[float, float],
                         rotation_degrees: float, photometric: float,
-                        photometric_style: str = 'jitter', cat_max_ratio: float = 1.0) -> None:
+                        photometric_style: str = 'jitter', cat_max_ratio: float = 1.0,
+                        base_size: tuple[int, int] | None = None) -> None:
     """Raises ``ConfigError`` for ``train_transform`` options it cannot honour.
 
     A run checks its config's options with the rest of the config before it builds anything
@@ -126,7 +129,7 @@ def check_train_options(*, crop_size: tuple[int, int], scale_range: tuple[float,
     traces its map function reaches the user wrapped in tf's StagingError rather than as the
     ConfigError that ``main`` prints without a traceback.
     """
-    _check_geometry_args(crop_size, scale_range, rotation_degrees)
+    _check_geometry_args(crop_size, scale_range, rotation_degrees, base_size)
     check_photometric(photometric, photometric_style)
     _check_cat_max_ratio(cat_max_ratio)
 
@@ -135,7 +138,30 @@ def train_options(data: ml_collections.ConfigDict) -> dict[str, Any]:
     """``train_transform``'s options (all but ``flip``) as ``config.data`` sets them."""
     return dict(crop_size=tuple(data.crop_size), scale_range=tuple(data.scale_range),
                 rotation_degrees=data.rotation_degrees, photometric=data.photometric,
-                photometric_style=data.photometric_style, cat_max_ratio=data.cat_max_ratio)
+                photometric_style=data.photometric_style, cat_max_ratio=data.cat_max_ratio,
+                base_size=None if data.base_size is None else tuple(data.base_size))
+
+
+def check_optional_size(value: Sequence[int] | None, field: str, sides: str,
+                        example: str) -> None:
+    """Refuses a ``config.data.<field>`` that is neither None nor two positive ints."""
+    if value is not None and (
+            len(tuple(value)) != 2
+            or not all(isinstance(n, numbers.Integral) and n > 0 for n in value)):
+        raise ConfigError(f'config.data.{field}={value} must be None or two positive ints '
+                          f'({sides}), e.g. --config.data.{field}="{example}".')
+
+
+def base_scale(image_size, base_size: Sequence[int]):
+    """The factor that fits an image of (height, width) ``image_size`` to ``base_size`` (short
+    side, long side) keeping its aspect ratio: the largest size with neither side over its
+    bound. It is mmsegmentation's ``Resize(scale=(long, short), keep_ratio=True)``, the base its
+    VOC and ADE20K recipes draw their random factor around; for tensors or numbers alike."""
+    short, long = min(base_size), max(base_size)
+    height, width = image_size[0], image_size[1]
+    if isinstance(height, tf.Tensor):
+        return tf.minimum(long / tf.maximum(height, width), short / tf.minimum(height, width))
+    return min(long / max(height, width), short / min(height, width))
 
 
 def _uniform(seed: tf.Tensor, stream: int, minval, maxval, dtype=tf.float32) -> tf.Tensor:
@@ -161,14 +187,18 @@ def _crop_offset(seed: tf.Tensor, stream: int, canvas: tf.Tensor, crop: int) -> 
 
 def sample_geometry(seed: tf.Tensor, image_size: tf.Tensor, *, crop_size: tuple[int, int],
                     scale_range: tuple[float, float], rotation_degrees: float,
-                    flip: bool) -> Geometry:
+                    flip: bool, base_size: tuple[int, int] | None = None) -> Geometry:
     """Draws the scale, angle, flip and crop position that ``train_transform`` applies.
 
     Exposed so the distribution of the draws, and the exactness of pure flips and crops, can be
-    checked without resampling anything. ``image_size`` is the source's (height, width).
+    checked without resampling anything. ``image_size`` is the source's (height, width). The
+    scale is a factor of the image's own size, or with ``base_size`` of its size fitted to it
+    (``base_scale``).
     """
-    _check_geometry_args(crop_size, scale_range, rotation_degrees)
+    _check_geometry_args(crop_size, scale_range, rotation_degrees, base_size)
     scale = _uniform(seed, _SCALE, scale_range[0], scale_range[1])
+    if base_size is not None:
+        scale *= base_scale(tf.cast(image_size, tf.float32), base_size)
     angle = _uniform(seed, _ANGLE, -rotation_degrees, rotation_degrees)
     flipped = _uniform(seed, _FLIP, 0.0, 1.0) < 0.5 if flip else tf.constant(False)
     canvas = _scaled_size(image_size, scale)
@@ -308,12 +338,13 @@ def _jitter_factors(seed: tf.Tensor, strength: float) -> tuple[tf.Tensor, tf.Ten
 def train_transform(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, *,
                     crop_size: tuple[int, int], scale_range: tuple[float, float],
                     rotation_degrees: float, flip: bool, photometric: float,
-                    photometric_style: str = 'jitter',
-                    cat_max_ratio: float = 1.0) -> tuple[tf.Tensor, tf.Tensor]:
+                    photometric_style: str = 'jitter', cat_max_ratio: float = 1.0,
+                    base_size: tuple[int, int] | None = None) -> tuple[tf.Tensor, tf.Tensor]:
     """A random training crop: uint8 HxWx3 image, HxW train-id label, int [2] stateless seed ->
     (float32 crop_h x crop_w x 3 normalised image, int32 crop_h x crop_w label).
 
-    Image and label share one draw of scale ~ U(scale_range), angle ~ U(+-rotation_degrees),
+    Image and label share one draw of scale ~ U(scale_range) (times ``base_scale`` with
+    ``base_size``), angle ~ U(+-rotation_degrees),
     flip (p = 0.5 if ``flip``) and crop position, uniform over the scaled canvas or, where the
     canvas is smaller than the crop, placing it at a uniform offset inside the crop (the rest is
     padding). ``cat_max_ratio`` < 1 redraws the position while one class holds that share of
@@ -325,11 +356,12 @@ def train_transform(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, *,
     """
     check_train_options(crop_size=crop_size, scale_range=scale_range,
                         rotation_degrees=rotation_degrees, photometric=photometric,
-                        photometric_style=photometric_style, cat_max_ratio=cat_max_ratio)
+                        photometric_style=photometric_style, cat_max_ratio=cat_max_ratio,
+                        base_size=base_size)
     image, label = _as_image_and_label(image, label)
     image_size = tf.shape(image)[:2]
     geometry = sample_geometry(seed, image_size, crop_size=crop_size, scale_range=scale_range,
-                               rotation_degrees=rotation_degrees, flip=flip)
+                               rotation_degrees=rotation_degrees, flip=flip, base_size=base_size)
     if cat_max_ratio < 1:
         geometry, _ = balance_crop(seed, geometry, label, crop_size=crop_size,
                                    cat_max_ratio=cat_max_ratio)
@@ -345,18 +377,42 @@ def train_transform(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, *,
     return tf.ensure_shape(image, (*crop_size, 3)), tf.ensure_shape(label, crop_size)
 
 
-def eval_transform(image: tf.Tensor, label: tf.Tensor, *,
-                   scale: float = 1.0) -> tuple[tf.Tensor, tf.Tensor]:
+def eval_transform(image: tf.Tensor, label: tf.Tensor, *, scale: float = 1.0,
+                   canvas: Sequence[int] | None = None) -> tuple[tf.Tensor, tf.Tensor]:
     """The full image for evaluation, resized by ``scale`` (image bilinear, label nearest):
-    (float32 normalised image, int32 label). Scale 1.0 is an exact pass-through."""
+    (float32 normalised image, int32 label). Scale 1.0 is an exact pass-through.
+
+    With ``canvas`` (height, width) the images of a data set of many sizes (VOC, ADE20K) share
+    one shape, so they batch: an image larger than the canvas (after ``scale``) is shrunk
+    further, keeping its aspect ratio, until it fits; every image is then padded at the bottom
+    and right to the canvas, the image at the mean and the label void, so the padding counts in
+    no metric and an image that fits is scored at its own resolution.
+    """
     if not scale > 0:
         raise ConfigError(f'scale={scale} must be > 0; set config.data.eval_scale to e.g. 1.0.')
+    check_optional_size(canvas, 'eval_size', 'height, width', '(512, 512)')
     image, label = _as_image_and_label(image, label)
-    if scale == 1.0:
-        return normalize(image), tf.cast(label, tf.int32)
     image_size = tf.shape(image)[:2]
     factor = tf.constant(scale, tf.float32)
-    output_size = _scaled_size(image_size, factor)
-    transform = warp.projective_parameters(
-        warp.canvas_to_source(image_size, output_size, factor, tf.zeros([])))
-    return _resample(image, label, transform, output_size)
+    if canvas is not None:
+        room = tf.constant(canvas, tf.float32) / (tf.cast(image_size, tf.float32) * factor)
+        factor *= tf.minimum(1.0, tf.reduce_min(room))
+
+    def resized() -> tuple[tf.Tensor, tf.Tensor]:
+        output_size = _scaled_size(image_size, factor)
+        if canvas is not None:
+            output_size = tf.minimum(output_size, canvas)
+        transform = warp.projective_parameters(
+            warp.canvas_to_source(image_size, output_size, factor, tf.zeros([])))
+        return _resample(image, label, transform, output_size)
+
+    if scale == 1.0 and canvas is None:
+        return normalize(image), tf.cast(label, tf.int32)
+    image, label = tf.cond(factor == 1.0, lambda: (normalize(image), tf.cast(label, tf.int32)),
+                           resized)
+    if canvas is None:
+        return image, label
+    padding = tf.constant(canvas) - tf.shape(label)
+    image = tf.pad(image, [[0, padding[0]], [0, padding[1]], [0, 0]])
+    label = tf.pad(label, [[0, padding[0]], [0, padding[1]]], constant_values=IGNORE_LABEL)
+    return tf.ensure_shape(image, (*canvas, 3)), tf.ensure_shape(label, tuple(canvas))

@@ -19,15 +19,15 @@ so no position shifts, and the pipeline logs and counts it.
   and then read as ``'folder'``.
 """
 
-import dataclasses
 import glob
 import os
-from typing import Callable
 
 import ml_collections
 import tensorflow as tf
 
+from seg_jax.data.classes import ClassTable, class_table
 from seg_jax.data.labels import NUM_LABEL_IDS
+from seg_jax.data.split import Split
 from seg_jax.errors import DataError
 from seg_jax.files import folder_lock
 
@@ -58,29 +58,13 @@ FIX_BAD_EXAMPLE = (
 _MAX_PLACEHOLDER_SIDE = 8192
 
 
-@dataclasses.dataclass(frozen=True)
-class Split:
-    """``size`` examples of one split; ``read(index)`` decodes one inside a tf.data graph.
-
-    ``location`` is the folder the data lives in, where derived files (class counts) are cached.
-    ``files`` are the image and label files a folder source reads (none for TFDS), so that an
-    error naming only a byte size (tf.io.decode_png's) can be traced to its file.
-    """
-    source: str
-    split: str
-    size: int
-    read: Callable[[tf.Tensor], dict[str, tf.Tensor]]
-    location: str
-    files: tuple[str, ...] = ()
-
-
 def _split_folder(split: str) -> str:
     if split not in SPLIT_FOLDERS:
         raise DataError(f'Unknown split {split!r}; use one of {sorted(SPLIT_FOLDERS)}.')
     return SPLIT_FOLDERS[split]
 
 
-def _first_problem(checks: list[tuple[tf.Tensor, tf.Tensor]]) -> tf.Tensor:
+def first_problem(checks: list[tuple[tf.Tensor, tf.Tensor]]) -> tf.Tensor:
     """The message of the first failed ``(failed, message)`` check, or '' when none failed."""
     problem = tf.constant('')
     for failed, message in reversed(checks):
@@ -97,7 +81,7 @@ def _file_problem(png: tf.Tensor, file: tf.Tensor) -> tf.Tensor:
     length = tf.strings.length(png)
     starts = tf.strings.substr(png, 0, len(PNG_SIGNATURE)) == PNG_SIGNATURE
     ends = tf.strings.substr(png, tf.maximum(length - len(PNG_END), 0), len(PNG_END)) == PNG_END
-    return _first_problem([
+    return first_problem([
         (length == 0, tf.strings.join([file, ' is empty'])),
         (~starts, tf.strings.join([file, ' is not a PNG (it does not start with the PNG '
                                          'signature: an HTML page or a JPEG saved as .png?)'])),
@@ -112,7 +96,7 @@ def _decode_if_whole(png: tf.Tensor, problem: tf.Tensor, channels: int) -> tf.Te
                    lambda: tf.zeros([0, 0, channels], tf.uint8))
 
 
-def _size_text(size: tf.Tensor) -> tf.Tensor:
+def size_text(size: tf.Tensor) -> tf.Tensor:
     return tf.strings.reduce_join(tf.strings.as_string(size), separator='x')
 
 
@@ -139,14 +123,15 @@ def _placeholder(image_png: tf.Tensor, label_png: tf.Tensor) -> tuple[tf.Tensor,
 
 
 def decode_example(image_png: tf.Tensor, label_png: tf.Tensor, image_id: tf.Tensor, *,
-                   image_file: tf.Tensor, label_file: tf.Tensor, skip_bad: bool = False
-                   ) -> dict[str, tf.Tensor]:
+                   image_file: tf.Tensor, label_file: tf.Tensor, table: ClassTable,
+                   skip_bad: bool = False) -> dict[str, tf.Tensor]:
     """Decodes one image/label pair and checks it, naming the file in any problem.
 
     ``image_file`` and ``label_file`` say where the bytes came from (a path, or the example in
     a TFDS build). The checks: each file is a complete PNG (signature at the start, IEND chunk
     at the end; checked before decoding, which only runs on bytes that pass), image and label
-    have the same size, and the label holds only Cityscapes label ids. ``'problem'`` is the
+    have the same size, and the label holds only values ``table`` knows (for
+    Cityscapes' own table, its label ids 0..33). ``'problem'`` is the
     first failed check's message, '' for a good pair. Strict (``skip_bad`` False), a problem
     fails a ``tf.debugging.Assert`` whose message starts with ``BAD_EXAMPLE``; with
     ``skip_bad`` the pair becomes ``_placeholder``, in the stream's place, and the caller
@@ -162,17 +147,19 @@ def decode_example(image_png: tf.Tensor, label_png: tf.Tensor, image_id: tf.Tens
     image = _decode_if_whole(image_png, image_problem, 3)
     label = _decode_if_whole(label_png, label_problem, 1)[..., 0]
     image_size, label_size = tf.shape(image)[:2], tf.shape(label)
-    largest_id = tf.reduce_max(label)
-    problem = _first_problem([
+    unknown = ~tf.gather(tf.constant(table.known_values), tf.cast(label, tf.int32))
+    largest_unknown = tf.reduce_max(tf.where(unknown, label, tf.zeros_like(label)))
+    outside = ((f' holds values outside the Cityscapes label ids 0..{NUM_LABEL_IDS - 1}')
+               if table.is_cityscapes else f' holds values {table.describe()} does not know')
+    problem = first_problem([
         (image_problem != '', image_problem),
         (label_problem != '', label_problem),
         (tf.reduce_any(image_size != label_size),
          tf.strings.join(['image and label have different sizes: ', image_file, ' is ',
-                          _size_text(image_size), ', ', label_file, ' is ',
-                          _size_text(label_size)])),
-        (largest_id >= NUM_LABEL_IDS,
-         tf.strings.join([label_file, ' holds values outside the Cityscapes label ids '
-                          f'0..{NUM_LABEL_IDS - 1} (up to ', tf.strings.as_string(largest_id),
+                          size_text(image_size), ', ', label_file, ' is ',
+                          size_text(label_size)])),
+        (tf.reduce_any(unknown),
+         tf.strings.join([label_file, outside, ' (up to ', tf.strings.as_string(largest_unknown),
                           ')'])),
     ])
     if skip_bad:
@@ -211,9 +198,11 @@ def folder_files(root: str, split: str) -> tuple[list[str], list[str], list[str]
     return image_ids, image_paths, label_paths
 
 
-def folder_split(root: str, split: str, source: str = 'folder', skip_bad: bool = False
-                 ) -> Split:
-    """The extracted split under ``root``; its problems name the image and label paths."""
+def folder_split(root: str, split: str, source: str = 'folder', skip_bad: bool = False,
+                 table: ClassTable | None = None) -> Split:
+    """The extracted split under ``root``, its label ids read by ``table`` (by default
+    Cityscapes' own); its problems name the image and label paths."""
+    table = table or class_table('cityscapes')
     image_ids, image_paths, label_paths = folder_files(root, split)
     ids, images, labels = (tf.constant(x) for x in (image_ids, image_paths, label_paths))
 
@@ -221,10 +210,10 @@ def folder_split(root: str, split: str, source: str = 'folder', skip_bad: bool =
         image_path, label_path = tf.gather(images, index), tf.gather(labels, index)
         return decode_example(tf.io.read_file(image_path), tf.io.read_file(label_path),
                               tf.gather(ids, index), image_file=image_path,
-                              label_file=label_path, skip_bad=skip_bad)
+                              label_file=label_path, table=table, skip_bad=skip_bad)
 
     return Split(source, split, len(image_ids), read, os.path.expanduser(root),
-                 tuple(image_paths + label_paths))
+                 tuple(image_paths + label_paths), classes=table)
 
 
 def tfds_builder(data: ml_collections.ConfigDict):
@@ -249,8 +238,11 @@ def tfds_builder(data: ml_collections.ConfigDict):
     return builder
 
 
-def tfds_split(data: ml_collections.ConfigDict, split: str) -> Split:
-    """The split of the TFDS build; its problems name the example by image id."""
+def tfds_split(data: ml_collections.ConfigDict, split: str,
+               table: ClassTable | None = None) -> Split:
+    """The split of the TFDS build, its label ids read by ``table`` (by default Cityscapes'
+    own); its problems name the example by image id."""
+    table = table or class_table('cityscapes')
     import tensorflow_datasets as tfds
     _split_folder(split)
     skip = tfds.decode.SkipDecoding()
@@ -272,48 +264,6 @@ def tfds_split(data: ml_collections.ConfigDict, split: str) -> Split:
         return decode_example(image_png, label_png, image_id,
                               image_file=tf.strings.join(['the image of ', image_id]),
                               label_file=tf.strings.join(['the label of ', image_id]),
-                              skip_bad=data.skip_bad_examples)
+                              table=table, skip_bad=data.skip_bad_examples)
 
-    return Split('tfds', split, len(records), read, builder.data_dir)
-
-
-def synthetic_dir(data: ml_collections.ConfigDict) -> str:
-    """Where the synthetic Cityscapes lives: ``config.data.dir`` or a cache folder per setting."""
-    from seg_jax.data import synthetic
-    if data.dir:
-        return os.path.expanduser(data.dir)
-    s = data.synthetic
-    name = (f'{s.height}x{s.width}_seed{s.seed}_{s.num_train}-{s.num_val}-{s.num_test}'
-            f'_v{synthetic.GENERATOR_VERSION}')  # a new generator writes a new folder
-    return os.path.join(os.path.expanduser('~'), '.cache', 'seg_jax', 'synthetic_cityscapes', name)
-
-
-def synthetic_split(data: ml_collections.ConfigDict, split: str) -> Split:
-    from seg_jax.data import synthetic
-    root = synthetic_dir(data)
-    s = data.synthetic
-    synthetic.generate(root, num_train=s.num_train, num_val=s.num_val, num_test=s.num_test,
-                       height=s.height, width=s.width, seed=s.seed)
-    return folder_split(root, split, source='synthetic', skip_bad=data.skip_bad_examples)
-
-
-def _folder_source(data: ml_collections.ConfigDict, split: str) -> Split:
-    if not data.dir:
-        raise DataError('config.data.source=folder needs config.data.dir: the folder holding '
-                        f'the extracted leftImg8bit/ and gtFine/. {HOW_TO_GET_CITYSCAPES}')
-    return folder_split(data.dir, split, skip_bad=data.skip_bad_examples)
-
-
-SOURCES: dict[str, Callable[[ml_collections.ConfigDict, str], Split]] = {
-    'folder': _folder_source,
-    'tfds': tfds_split,
-    'synthetic': synthetic_split,
-}
-
-
-def open_split(data: ml_collections.ConfigDict, split: str) -> Split:
-    """The ``split`` of the source ``config.data.source`` names."""
-    if data.source not in SOURCES:
-        raise DataError(f'config.data.source={data.source!r} is not known; use one of '
-                        f'{sorted(SOURCES)}.')
-    return SOURCES[data.source](data, split)
+    return Split('tfds', split, len(records), read, builder.data_dir, classes=table)

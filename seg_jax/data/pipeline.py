@@ -26,9 +26,12 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from seg_jax.data import augment, crops
-from seg_jax.data.cityscapes import BAD_EXAMPLE, FIX_BAD_EXAMPLE, Split, open_split
-from seg_jax.data.labels import CLASS_NAMES, IGNORE_LABEL, LABEL_ID_TO_TRAIN_ID, NUM_CLASSES
+from seg_jax.data import augment, crops, pairs
+from seg_jax.data.cityscapes import BAD_EXAMPLE, FIX_BAD_EXAMPLE
+from seg_jax.data.sources import open_split
+from seg_jax.data.split import Split
+from seg_jax.data.classes import ClassTable
+from seg_jax.data.labels import IGNORE_LABEL
 from seg_jax.errors import ConfigError, DataError, first_few
 from seg_jax.files import folder_lock, write_atomically
 
@@ -44,9 +47,12 @@ COUNTS_FILE = 'seg_jax_class_counts_{split}.json'
 _as_written = tf.autograph.experimental.do_not_convert
 
 
-def to_train_ids(label_ids: tf.Tensor) -> tf.Tensor:
-    """Cityscapes label ids -> train ids, void -> 255 (uint8)."""
-    return tf.gather(tf.constant(LABEL_ID_TO_TRAIN_ID), tf.cast(label_ids, tf.int32))
+def to_train_ids(example: dict[str, tf.Tensor], table: ClassTable) -> tf.Tensor:
+    """An example's stored label values -> train ids by its class table, void -> 255 (uint8);
+    all void where the example has a problem (a skipped bad pair's stand-in)."""
+    train_ids = tf.gather(tf.constant(table.value_to_train_id),
+                          tf.cast(example['label'], tf.int32))
+    return tf.where(example['problem'] == '', train_ids, tf.constant(IGNORE_LABEL, tf.uint8))
 
 
 def _processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
@@ -96,7 +102,7 @@ def _train_dataset(config: ml_collections.ConfigDict, split: Split, start_step: 
             size - 1)
         example = split.read(index)
         image, label = augment.train_transform(
-            example['image'], to_train_ids(example['label']),
+            example['image'], to_train_ids(example, split.classes),
             _stream_seed(config.seed, AUGMENT_STREAM, position), flip=data.flip, **options)
         return {'image': image, 'label': label, 'image_id': example['image_id'],
                 'problem': example['problem']}
@@ -133,8 +139,10 @@ def _eval_dataset(config: ml_collections.ConfigDict, split: Split, process_index
         index = process_index + row * process_count
         valid = index < split.size
         example = split.read(tf.where(valid, index, 0))
-        image, label = augment.eval_transform(example['image'], to_train_ids(example['label']),
-                                              scale=config.data.eval_scale)
+        image, label = augment.eval_transform(example['image'],
+                                              to_train_ids(example, split.classes),
+                                              scale=config.data.eval_scale,
+                                              canvas=config.data.eval_size)
         problem = tf.where(valid, example['problem'], '')
         return {'image': image, 'label': label, 'mask': valid & (problem == ''),
                 'image_id': example['image_id'], 'problem': problem}
@@ -199,15 +207,17 @@ def describe_data_error(error: tf.errors.OpError, files: tuple[str, ...] = ()) -
                 'config.data.skip_bad_examples cannot skip a file that cannot be read.')
     if not isinstance(error, tf.errors.InvalidArgumentError):
         return None
-    failed_check = re.search(rf'\[{re.escape(BAD_EXAMPLE)}\] \[(.*)\]', error.message)
-    if failed_check:
-        return f'{BAD_EXAMPLE} {failed_check.group(1)}. {FIX_BAD_EXAMPLE}'
+    for marker, fix in ((BAD_EXAMPLE, FIX_BAD_EXAMPLE), (pairs.BAD_PAIR, pairs.FIX_BAD_PAIR)):
+        failed_check = re.search(rf'\[{re.escape(marker)}\] \[(.*)\]', error.message)
+        if failed_check:
+            return f'{marker} {failed_check.group(1)}. {fix}'
     if 'DecodePng' in error.message:
         return _undecodable_png(said, files)
     if 'Cannot add tensor to the batch' in said or 'Cannot batch tensors' in said:
         return (f'An evaluation batch mixes images of different sizes ({said}). Evaluation '
                 'batches full images, so every image of a split must have the same size: '
-                'resize or remove the odd one out. (A skipped pair whose image and label both '
+                'set config.data.eval_size to a canvas that holds them (data sets of many '
+                'sizes), or resize or remove the odd one out. (A skipped pair whose image and label both '
                 'lack a PNG header stands in as 1x1: re-extract it from the Cityscapes zips.)')
     return None
 
@@ -256,7 +266,8 @@ def as_numpy(dataset: tf.data.Dataset, split: Split | None = None
 
 def image_size(split: Split) -> tuple[int, int]:
     """(height, width) of the split's first image, decoded once (Cityscapes images share one
-    size), for checks of the config against the data before anything is compiled."""
+    size; of other data sets, it stands for the rest), for checks of the config against the
+    data before anything is compiled."""
     with named_data_errors(split):
         image = split.read(tf.constant(0, tf.int64))['image']
     return tuple(int(side) for side in image.shape[:2])
@@ -266,8 +277,11 @@ def open_training_split(config: ml_collections.ConfigDict) -> Split:
     """The training split, opened once for the whole run, refused when the training crop is
     larger than its images even at the largest rescale factor."""
     split = open_split(config.data, 'train')
-    crops.check_crop_fits_images(config.data.crop_size, config.data.scale_range,
-                                 image_size(split))
+    size = image_size(split)
+    if config.data.base_size is not None:  # the crop is taken from the image fitted to it
+        factor = augment.base_scale(size, config.data.base_size)
+        size = tuple(round(side * factor) for side in size)
+    crops.check_crop_fits_images(config.data.crop_size, config.data.scale_range, size)
     return split
 
 
@@ -283,44 +297,49 @@ def build_input(config: ml_collections.ConfigDict, split: str | Split, *,
 
 
 def _count_pixels(split: Split) -> np.ndarray:
-    """Pixels per train id (0..18) and void (index 19) over the split, in one pass."""
+    """Pixels per train id (0..C-1) and void (index C) over the split, in one pass."""
+    num_classes = split.classes.num_classes
+
     def histogram(index: tf.Tensor) -> tf.Tensor:
-        train_ids = tf.cast(to_train_ids(split.read(index)['label']), tf.int32)
-        train_ids = tf.where(train_ids == IGNORE_LABEL, NUM_CLASSES, train_ids)
-        return tf.math.bincount(tf.reshape(train_ids, [-1]), minlength=NUM_CLASSES + 1,
-                                maxlength=NUM_CLASSES + 1, dtype=tf.int64)
+        train_ids = tf.cast(to_train_ids(split.read(index), split.classes), tf.int32)
+        train_ids = tf.where(train_ids == IGNORE_LABEL, num_classes, train_ids)
+        return tf.math.bincount(tf.reshape(train_ids, [-1]), minlength=num_classes + 1,
+                                maxlength=num_classes + 1, dtype=tf.int64)
 
     dataset = tf.data.Dataset.range(split.size).map(_as_written(histogram),
                                                     num_parallel_calls=tf.data.AUTOTUNE)
-    total = dataset.reduce(tf.zeros(NUM_CLASSES + 1, tf.int64), lambda a, b: a + b)
+    total = dataset.reduce(tf.zeros(num_classes + 1, tf.int64), lambda a, b: a + b)
     return total.numpy()
 
 
 def class_pixel_counts(config: ml_collections.ConfigDict, split: str | Split = 'train'
                        ) -> np.ndarray:
-    """Labelled pixels per class (int64, length 19) of a split, for class-weighted losses.
+    """Labelled pixels per class (int64, one per class of the table) of a split, for
+    class-weighted losses.
 
     Counted once and cached as JSON beside the data; the cache is reused while the split has
-    the same number of examples. If the data folder is read-only the counts are not cached.
+    the same number of examples and class names. If the data folder is read-only the counts are not cached.
     Processes counting the same folder at once take turns, so only the first one counts.
     With ``config.data.skip_bad_examples`` a bad example counts as void pixels (its placeholder).
     """
     split = split if isinstance(split, Split) else open_split(config.data, split)
+    names = split.classes.names
     path = os.path.join(split.location, COUNTS_FILE.format(split=split.split))
     # The processes of a job sharing the data folder: one counts, the others reuse its counts.
     with folder_lock(split.location):
         if os.path.isfile(path):
             with open(path) as f:
                 cached = json.load(f)
-            if cached.get('num_examples') == split.size and cached.get('source') == split.source:
+            if (cached.get('num_examples') == split.size and cached.get('source') == split.source
+                    and cached.get('class_names') == list(names)):
                 return np.asarray(cached['counts'], np.int64)
         with named_data_errors(split):
             counts = _count_pixels(split)
         record = {'source': split.source, 'split': split.split, 'num_examples': split.size,
-                  'class_names': CLASS_NAMES, 'counts': counts[:NUM_CLASSES].tolist(),
-                  'void': int(counts[NUM_CLASSES])}
+                  'class_names': names, 'counts': counts[:len(names)].tolist(),
+                  'void': int(counts[len(names)])}
         try:
             write_atomically(path, json.dumps(record).encode())
         except OSError:
             pass  # a read-only data folder: the counts are simply recomputed next time
-    return counts[:NUM_CLASSES]
+    return counts[:len(names)]

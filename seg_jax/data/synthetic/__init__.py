@@ -10,15 +10,21 @@ runs on it unchanged.
   where they stand and how each is drawn.
 * ``scene``: one street scene, from the street's layout and background to the camera's noise.
 * ``writer``: the data set on disk: file names, PNGs, zips, the reuse marker, determinism.
+* ``layouts``: the same scenes in the layouts of Pascal VOC 2012 (with the SBD-augmented
+  ``SegmentationClassAug``) and ADE20K, their classes mapped by name, for the VOC and ADE20K
+  readers.
 * ``__main__``: the command line.
 
     python -m seg_jax.data.synthetic --output /tmp/cityscapes --height 1024 --width 2048 --zips
+    python -m seg_jax.data.synthetic --layout voc --output /tmp/VOCdevkit/VOC2012 --num-aug 16
 """
 
+from seg_jax.data.synthetic.layouts import write_ade20k, write_voc
 from seg_jax.data.synthetic.scene import render_scene
 from seg_jax.data.synthetic.writer import (
     CITIES, GENERATOR_VERSION, ID_PALETTE, MARKER, SPLITS, TEST_LABEL_IDS, generate,
     render_example, sample_sheet)
 
 __all__ = ['CITIES', 'GENERATOR_VERSION', 'ID_PALETTE', 'MARKER', 'SPLITS', 'TEST_LABEL_IDS',
-           'generate', 'render_example', 'render_scene', 'sample_sheet']
+           'generate', 'render_example', 'render_scene', 'sample_sheet', 'write_ade20k',
+           'write_voc']

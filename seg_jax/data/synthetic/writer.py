@@ -94,25 +94,47 @@ def write_zip(path: pathlib.Path, root: pathlib.Path, members: list[str]) -> Non
     os.replace(temporary, path)
 
 
-def reuse_existing(output: pathlib.Path, arguments: dict) -> bool:
-    """True if ``output`` already holds this exact data set; raises rather than touch a folder
-    holding anything else (someone's files, an interrupted run, other arguments)."""
+def reuse_existing(output: pathlib.Path, arguments: dict, marker_name: str = MARKER,
+                   what: str = 'synthetic Cityscapes') -> bool:
+    """True if ``output`` already holds this exact data set (its ``marker_name`` records
+    ``arguments``); raises rather than touch a folder holding anything else (someone's files,
+    an interrupted run, other arguments). ``what`` names the data set in the messages; every
+    layout of ``layouts`` shares this check, so all refuse a folder the same way."""
     if not output.exists() or not any(output.iterdir()):
         return False
-    marker = output / MARKER
+    marker = output / marker_name
     if not marker.exists():
         raise DataError(
-            f'Refusing to write synthetic Cityscapes into {output}: it is not empty and holds no '
-            f'{MARKER}, so it is either an interrupted generation or someone else\'s files. '
+            f'Refusing to write {what} into {output}: it is not empty and holds no '
+            f'{marker_name}, so it is either an interrupted generation or someone else\'s files. '
             'Delete the folder (if it is a broken synthetic run) or choose another --output.')
     previous = json.loads(marker.read_text())
     if previous != arguments:
         changed = sorted(key for key in arguments.keys() | previous.keys()
                          if previous.get(key) != arguments.get(key))
         raise DataError(
-            f'{output} holds a synthetic Cityscapes made with other arguments (differing: '
+            f'{output} holds a {what} made with other arguments (differing: '
             f'{", ".join(changed)}). Delete the folder or choose another --output.')
     return True
+
+
+def check_counts(counts: dict[str, int]) -> None:
+    """Refuses an example count that is not a whole number >= 0, naming its argument."""
+    for split, count in counts.items():
+        if not isinstance(count, (int, np.integer)) or count < 0:
+            raise DataError(f'num_{split} must be a whole number >= 0; got {count!r}.')
+
+
+def check_output(output: pathlib.Path) -> None:
+    """Refuses an ``output`` that is a file: the data set is a folder."""
+    if output.exists() and not output.is_dir():
+        raise DataError(f'{output} is a file, not a folder. Pass --output a folder path.')
+
+
+def write_marker(output: pathlib.Path, arguments: dict, marker_name: str = MARKER) -> None:
+    """The marker that makes a finished folder reusable; written last, so only a complete run
+    leaves one."""
+    write_atomically(output / marker_name, (json.dumps(arguments, indent=2) + '\n').encode())
 
 
 def generate(output: str | pathlib.Path, *, num_train: int = 24, num_val: int = 8,
@@ -127,17 +149,14 @@ def generate(output: str | pathlib.Path, *, num_train: int = 24, num_val: int = 
     no user file is ever overwritten.
     """
     counts = {'train': num_train, 'val': num_val, 'test': num_test}
-    for split, count in counts.items():
-        if not isinstance(count, (int, np.integer)) or count < 0:
-            raise DataError(f'num_{split} must be a whole number >= 0; got {count!r}.')
+    check_counts(counts)
     check_size(height, width)
     output = pathlib.Path(output)
     arguments = {'generator': 'seg_jax.data.synthetic', 'version': GENERATOR_VERSION,
                  'num_train': int(num_train), 'num_val': int(num_val), 'num_test': int(num_test),
                  'height': int(height), 'width': int(width), 'seed': int(seed),
                  'zips': bool(zips)}
-    if output.exists() and not output.is_dir():
-        raise DataError(f'{output} is a file, not a folder. Pass --output a folder path.')
+    check_output(output)
     # Processes of one job sharing the folder: one generates, the others wait and reuse it.
     with folder_lock(output):
         if reuse_existing(output, arguments):
@@ -157,7 +176,7 @@ def generate(output: str | pathlib.Path, *, num_train: int = 24, num_val: int = 
                                ('gtFine_trainvaltest.zip', 'gtFine/')):
                 write_zip(output / name, output,
                           [path for path in written if path.startswith(root)])
-        write_atomically(output / MARKER, (json.dumps(arguments, indent=2) + '\n').encode())
+        write_marker(output, arguments)
 
 
 def sample_sheet(path: str | pathlib.Path, *, seed: int = 0, count: int = 4, height: int = 256,
