@@ -58,11 +58,13 @@ def synthetic_dir(data: ml_collections.ConfigDict) -> str:
     """Where the synthetic data set lives: ``config.data.dir`` or a cache folder per setting
     (a new generator version writes a new folder)."""
     from seg_jax.data import synthetic
+    from seg_jax.data.synthetic import layouts
     if data.dir:
         return os.path.expanduser(data.dir)
     s, layout = data.synthetic, data.synthetic.layout
-    name = (f'{s.height}x{s.width}_seed{s.seed}_{s.num_train}-{s.num_val}-{s.num_test}'
-            f'_v{synthetic.GENERATOR_VERSION}')
+    version = (f'{synthetic.GENERATOR_VERSION}' if layout == 'cityscapes' else
+               f'{synthetic.GENERATOR_VERSION}.{layouts.LAYOUT_VERSION}')
+    name = f'{s.height}x{s.width}_seed{s.seed}_{s.num_train}-{s.num_val}-{s.num_test}_v{version}'
     folder = 'synthetic_cityscapes' if layout == 'cityscapes' else f'synthetic_{layout}'
     return os.path.join(os.path.expanduser('~'), '.cache', 'seg_jax', folder, name)
 
