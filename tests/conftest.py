@@ -91,7 +91,8 @@ def _console_as_it_was():
 # `--dist loadfile` (tests of one file on one worker, in the collected order) the long files
 # start at once and the short ones fill in at the end; the rest keep their order.
 SLOW_FILES = ('test_reliability.py', 'test_multihost.py', 'test_mmseg.py', 'test_train.py',
-              'test_models.py', 'test_export.py', 'test_benchmarks.py', 'test_inference.py',
+              'test_models.py', 'test_export.py', 'test_benchmarks.py', 'test_datasets.py',
+              'test_inference.py',
               'test_pretrained.py', 'test_main.py', 'test_compare.py', 'test_console.py',
               'test_evaluate.py', 'test_cityscapes_export.py', 'test_layers.py')
 
