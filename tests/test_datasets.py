@@ -333,3 +333,14 @@ def test_a_short_training_learns_and_reports_the_tables_classes(data_set, tmp_pa
     assert all(name in printed for name in table.names[:5])
     if table.marked:
         assert f'* {table.marked_title}' in printed and 'crack *' in printed
+
+
+def test_with_skip_bad_examples_a_bad_pair_is_logged_and_read_as_void(tmp_path, caplog):
+    root = write_custom(str(tmp_path / 'walls'), counts=(('train', 4), ('val', 2)))
+    _unknown_value(root)
+    config = custom_config(root, skip_bad_examples=True)
+    with caplog.at_level('WARNING'):
+        ids, train_ids = read_labels(config, 'train')
+    assert 'wall_001.png holds values' in caplog.text and 'skip_bad_examples is set' in caplog.text
+    assert (train_ids[1] == 255).all()
+    assert all((train_ids[i] != 255).any() for i in (0, 2, 3))

@@ -241,10 +241,10 @@ def log_skipped(problems: np.ndarray, skipped_so_far: int) -> int:
     for problem in np.ravel(problems):
         if problem:
             skipped_so_far += 1
-            log.warning('Skipped a bad Cityscapes example (skipped %d bad examples so far): '
-                        '%s. It stands in as an all-void example that counts in no loss or '
-                        'metric; re-extract that file from the Cityscapes zips, or remove the '
-                        'pair, to use it.', skipped_so_far, problem.decode())
+            log.warning('Skipped a bad example (skipped %d bad examples so far): %s. It '
+                        'stands in as an all-void example that counts in no loss or metric; '
+                        'restore that file (Cityscapes: re-extract it from the zips), or remove '
+                        'the pair, to use it.', skipped_so_far, problem.decode())
     return skipped_so_far
 
 
