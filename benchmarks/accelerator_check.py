@@ -51,7 +51,7 @@ import numpy as np
 
 from seg_jax import benchmark, console, health, parallel, train
 from seg_jax.data import pipeline
-from seg_jax.models import COMPUTE_DTYPES, RESTRICTIONS, build_model
+from seg_jax.models import COMPUTE_DTYPES, RESTRICTIONS
 from seg_jax.state import create_train_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -250,10 +250,9 @@ def measure_eval(name: str, dtype: str, scales: tuple[float, ...], sizes: Sizes,
     config = recipe(name, sizes, data_dir, dtype)
     config.eval.scales, config.eval.flip = scales, len(scales) > 1
     mesh = parallel.data_mesh()
-    model = build_model(config.model)
     setup = train.training_setup(config)
-    state = create_train_state(model, setup.tx, sizes.crop, config.seed, mesh)
-    row = benchmark.benchmark_eval(config, model, state, mesh)
+    state = create_train_state(setup.model, setup.tx, sizes.crop, config.seed, mesh)
+    row = benchmark.benchmark_eval(config, setup.model, state, mesh)
     row['val_images_s'] = CITYSCAPES_VAL_IMAGES / row['images_per_s']
     return row
 
