@@ -311,8 +311,8 @@ def test_a_damaged_checkpoint_is_named_at_eval_and_moved_aside_at_resume(data_di
      'larger than the training images (64x128) even at the largest rescale factor 1.5 of '
      'config.data.scale_range (96x192), so every crop would be partly padding. Use a crop of at '
      'most 96x192, e.g. --config.data.crop_size="(96, 192)"'),
-    ('eval', ['--config.model.num_classes=20'], "model.num_classes is 19 there but 20 in this "
-     'config. Evaluate with the config it was trained with, e.g. --config.model.num_classes=19.'),
+    ('eval', ['--config.model.width=0.25'], "model.width is 0.125 there but 0.25 in this "
+     'config. Evaluate with the config it was trained with, e.g. --config.model.width=0.125.'),
     ('eval', ['--config.model.name=resnet_aspp', '--config.model.backbone=resnet18'],
      "model.name is 'unet' there but 'resnet_aspp' in this config; model.backbone is None there "
      "but 'resnet18' in this config. Evaluate with the config it was trained with, e.g. "
