@@ -43,7 +43,7 @@ from seg_jax.files import write_atomically
 from seg_jax.history import HISTORY_FILE, best_evaluation, read_history, total_seconds
 from seg_jax.summary import model_summary
 from seg_jax.tables import percent
-from seg_jax.workdir import json_safe, stored_config, with_defaults
+from seg_jax.workdir import json_safe, resolved_config, stored_config, with_defaults
 
 COURSE_COLUMNS = ('building', 'sign', 'person', 'car', 'bicycle')  # the course table's headers
 
@@ -62,13 +62,19 @@ def eval_records(run: str, split: str) -> list[dict[str, Any]]:
 
 
 def _dataset(config: dict[str, Any]) -> dict[str, Any]:
-    """What must be equal for two runs' numbers to compare: the data, not where it lives."""
+    """What must be equal for two runs' numbers to compare: the data (for Cityscapes, not where
+    it lives; an own data set is its folder and layout), its classes and how it is evaluated.
+    ``config`` is a resolved config on today's defaults, so runs of older versions compare."""
     data = config['data']
     dataset = {'source': 'cityscapes' if data['source'] in ('tfds', 'folder') else data['source']}
     if data['source'] == 'synthetic':
         dataset['synthetic'] = data['synthetic']
-    dataset['eval_scale'] = data['eval_scale']
-    dataset['classes'] = data.get('classes', 'cityscapes')  # older runs: Cityscapes'
+    if data['source'] in ('pairs', 'voc', 'ade20k'):
+        dataset['dir'] = os.path.abspath(os.path.expanduser(data['dir']))
+    if data['source'] == 'pairs':
+        dataset['pairs'] = data['pairs']
+    for key in ('eval_scale', 'eval_size', 'classes'):
+        dataset[key] = data[key]
     return dataset
 
 
@@ -90,7 +96,7 @@ class Run:
 
     @property
     def dataset(self) -> dict[str, Any]:
-        return _dataset(self.config)
+        return _dataset(resolved_config(self.config_dict))
 
     @property
     def config_dict(self) -> ml_collections.ConfigDict:

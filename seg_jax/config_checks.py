@@ -21,6 +21,19 @@ from seg_jax.errors import ConfigError
 MODES = ('train', 'eval', 'predict', 'benchmark', 'export')
 
 
+def _check_source_reads_table(data: ml_collections.ConfigDict,
+                              table: classes.ClassTable) -> None:
+    """Refuses Cityscapes' table for a VOC or ADE20K layout, whose labels hold other values.
+    (Own tables go with any source: a data set in VOC's layout with its own classes is usual.)"""
+    layout = data.synthetic.layout if data.source == 'synthetic' else data.source
+    if table.is_cityscapes and layout in ('voc', 'ade20k'):
+        num_classes = classes.class_table(layout).num_classes
+        raise ConfigError(
+            f'{layout} labels hold {layout}\'s values, not Cityscapes\' label ids, but '
+            f'config.data.classes is \'cityscapes\'. Set --config.data.classes={layout} '
+            f'--config.model.num_classes={num_classes} (or your own table).')
+
+
 def _check_export(config: ml_collections.ConfigDict) -> None:
     if config.eval.export_dir:
         classes.require_cityscapes(classes.class_table(config.data.classes),
@@ -49,6 +62,7 @@ def check_config(config: ml_collections.ConfigDict, mode: str) -> None:
     assert mode in MODES, mode
     inference.inference_settings(config.eval)  # every mode infers (training evaluates)
     table = classes.class_table(config.data.classes)  # every mode reports classes
+    _check_source_reads_table(config.data, table)
     classes.check_num_classes(table, config.model.num_classes)
     augment.check_optional_size(config.data.eval_size, 'eval_size', 'height, width',
                                 '(512, 512)')

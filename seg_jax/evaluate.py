@@ -97,13 +97,14 @@ class Evaluator:
 
 
 def record_suffix(weights: str, settings: inference.InferenceSettings,
-                  eval_scale: float = 1.0) -> str:
+                  eval_scale: float = 1.0, eval_size: tuple[int, int] | None = None) -> str:
     """What ``--mode eval`` appends to its records' names: which weights (``weights``:
     ``config.eval.checkpoint``, 'latest', 'best' or a step, which becomes 'step' as the name
     holds the step already; or 'pretrained' for ``config.model.pretrained``) and how the images
     were inferred: 'whole' or ``window{h}x{w}-stride{h}x{w}``, then ``ms{scales}`` for scales
-    other than (1.0,), 'flip', and ``resized{factor}`` for ``config.data.eval_scale`` other
-    than 1. E.g. 'latest_whole', 'pretrained_whole', 'best_whole_ms0.5-0.75-1.0_flip',
+    other than (1.0,), 'flip', ``resized{factor}`` for ``config.data.eval_scale`` other than 1,
+    and ``canvas{h}x{w}`` for ``config.data.eval_size`` (which shrinks larger images). E.g.
+    'latest_whole', 'pretrained_whole', 'best_whole_ms0.5-0.75-1.0_flip',
     'step_window512x1024-stride341x683'."""
     parts = ['step' if weights.isdigit() else weights]
     if settings.window is None:
@@ -116,6 +117,8 @@ def record_suffix(weights: str, settings: inference.InferenceSettings,
         parts.append('flip')
     if eval_scale != 1.0:
         parts.append(f'resized{float(eval_scale)}')
+    if eval_size is not None:
+        parts.append('canvas{}x{}'.format(*eval_size))
     return '_'.join(parts)
 
 
@@ -140,7 +143,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
         result.metrics['weights'] = trained.record
         weights = 'pretrained' if trained.source == 'pretrained' else str(config.eval.checkpoint)
         reporter.log_evaluation(trained.step, config.eval.split, result, record_suffix(
-            weights, evaluator.settings, config.data.eval_scale))
+            weights, evaluator.settings, config.data.eval_scale, config.data.eval_size))
     finally:
         if exporter is not None:
             exporter.close()

@@ -77,3 +77,8 @@ def test_mode_eval_reports_beside_training_and_leaves_its_files_byte_identical(
     assert rerun['record'] == f'eval/{name}.json' and rerun['step'] == step
     assert rerun['miou'] == pytest.approx(results['miou'])
     assert f'Wrote {workdir / "eval" / name}.json' in capsys.readouterr().out
+
+
+def test_record_suffix_names_an_evaluation_canvas():
+    settings = inference.inference_settings(tiny_config.get_config().eval)
+    assert evaluate.record_suffix('best', settings, 1.0, (512, 512)) == 'best_whole_canvas512x512'

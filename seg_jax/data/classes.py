@@ -175,8 +175,11 @@ def _table_from_entries(name: str, entries: list, void: list[int], marked: list[
     """Checks the entries and sorts them by train id; every error names ``origin`` and the fix."""
     where = f'The class table {origin}'
     if not entries:
-        raise ConfigError(f'{where} lists no classes; give at least two, each with a name, a '
+        raise ConfigError(f'{where} lists no classes; give at least one, each with a name, a '
                           'train id and its label values.')
+    if len(entries) > IGNORE_LABEL:
+        raise ConfigError(f'{where} lists {len(entries)} classes; at most {IGNORE_LABEL} fit, '
+                          f'since train id {IGNORE_LABEL} means void.')
     train_ids = [_int(train_id, 'train id', where) for _, train_id, _, _ in entries]
     if sorted(train_ids) != list(range(len(entries))):
         raise ConfigError(
@@ -224,9 +227,13 @@ def _read_json(path: str) -> ClassTable:
                           '(see README, "Your own data").')
     where = f'The class table {path}'
     entries = [_entry(entry, where) for entry in raw['classes']]
-    void = [_int(v, 'void value', where) for v in raw.get('void', [])]
+    void, marked = raw.get('void', []), raw.get('marked', [])
+    if not isinstance(void, list) or not isinstance(marked, list):
+        raise ConfigError(f'{where}: "void" must be a list of values and "marked" a list of '
+                          'class names, e.g. "void": [255], "marked": ["crack"].')
     name = str(raw.get('name') or os.path.splitext(os.path.basename(path))[0])
-    return _table_from_entries(name, entries, void, list(raw.get('marked', [])), path)
+    return _table_from_entries(name, entries, [_int(v, 'void value', where) for v in void],
+                               [str(m) for m in marked], path)
 
 
 def _read_csv(path: str) -> ClassTable:
@@ -279,7 +286,8 @@ def check_num_classes(table: ClassTable, num_classes: int) -> None:
         raise ConfigError(
             f'config.model.num_classes={num_classes} disagrees with {table.describe()}, which '
             f'has {table.num_classes} classes: the network would predict classes the labels '
-            f'never hold (or miss some). Set --config.model.num_classes={table.num_classes}.')
+            f'never hold (or miss some). Set --config.model.num_classes={table.num_classes}, '
+            'or --config.data.classes to the table of your data.')
 
 
 def require_cityscapes(table: ClassTable, feature: str) -> None:

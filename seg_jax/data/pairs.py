@@ -25,6 +25,7 @@ import glob
 import io
 import logging
 import os
+import string
 from collections.abc import Mapping
 
 import ml_collections
@@ -35,11 +36,15 @@ from PIL import Image
 from seg_jax.data.cityscapes import first_problem, size_text
 from seg_jax.data.classes import ClassTable
 from seg_jax.data.split import Split
-from seg_jax.errors import DataError, first_few
+from seg_jax.errors import ConfigError, DataError, first_few
 
 log = logging.getLogger(__name__)
 
 IMAGE_SIGNATURES = (b'\xff\xd8\xff', b'\x89PNG\r\n\x1a\n')  # JPEG, PNG
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
+PNG_END = b'IEND\xaeB`\x82'  # the last chunk of every PNG
+JPEG_END = b'\xff\xd9'  # JPEG's end-of-image marker; some cameras append a few bytes after it
+JPEG_TAIL = 4096  # how far from the end of a JPEG its end marker is looked for
 # Leads the message of a pair's failed check, so pipeline.named_data_errors knows it.
 BAD_PAIR = 'Bad example:'
 FIX_BAD_PAIR = ('Replace or remove that pair, or set --config.data.skip_bad_examples=True to '
@@ -70,7 +75,21 @@ ADE20K = Layout('images/{split}', 'annotations/{split}',
 
 
 def layout_of(pairs: ml_collections.ConfigDict) -> Layout:
-    """The ``'pairs'`` source's layout from ``config.data.pairs``."""
+    """The ``'pairs'`` source's layout from ``config.data.pairs``, checked: folder and list
+    paths may hold no placeholder but ``{split}``, and the suffixes must say what is read."""
+    for field in ('images', 'labels', 'split_list'):
+        names = {name for _, name, _, _ in string.Formatter().parse(pairs[field] or '')
+                 if name is not None}
+        if names - {'split'}:
+            raise ConfigError(f'config.data.pairs.{field}={pairs[field]!r} has the placeholder(s) '
+                              f'{sorted(names - {"split"})}; only {{split}} is replaced (by '
+                              'the split\'s folder name).')
+    if pairs.image_suffix.lower() not in IMAGE_SUFFIXES:
+        raise ConfigError(f'config.data.pairs.image_suffix={pairs.image_suffix!r}: images must be '
+                          f'JPEG or PNG files ({", ".join(IMAGE_SUFFIXES)}); convert the others.')
+    if not pairs.label_suffix.lower().endswith('.png'):
+        raise ConfigError(f'config.data.pairs.label_suffix={pairs.label_suffix!r}: labels must be '
+                          'PNG files, e.g. ".png" or "_mask.png".')
     return Layout(pairs.images, pairs.labels, dict(pairs.splits), pairs.image_suffix,
                   pairs.label_suffix, pairs.split_list or '')
 
@@ -134,7 +153,8 @@ def voc_pairs(root: str, split: str, aug: bool) -> tuple[list[str], list[str], l
     """VOC's split; with ``aug``, training adds SBD's images that VOC's own list lacks."""
     stems, images, labels = list_pairs(root, VOC, split)
     if aug and split == 'train':
-        known = set(stems)
+        # VOC's own labels win for images in both lists; val images never train.
+        known = set(stems) | set(list_pairs(root, VOC, 'validation')[0])
         for stem, image, label in zip(*list_pairs(root, VOC_AUG, split)):
             if stem not in known:
                 stems.append(stem)
@@ -157,6 +177,11 @@ def label_values(data: bytes, table: ClassTable) -> tuple[np.ndarray, str]:
         label.load()
     except Exception as error:  # PIL raises many types for damaged files
         return np.zeros((1, 1), np.uint8), f'could not be read as an image ({error})'
+    bit_depth, colour_type = (data[24], data[25]) if data[12:16] == b'IHDR' else (8, 0)
+    if colour_type == 0 and bit_depth < 8:  # PIL scales 1-, 2- and 4-bit grey to 0..255
+        return np.zeros((1, 1), np.uint8), (
+            f'is a {bit_depth}-bit greyscale PNG, whose values readers scale to 0..255 (so '
+            'which value is stored is ambiguous); save it as an 8-bit greyscale PNG')
     if label.mode in ('RGB', 'RGBA'):
         return np.zeros((1, 1), np.uint8), (
             f'is a {label.mode} colour image, but labels must store class values (a greyscale '
@@ -188,9 +213,11 @@ def _image_problem(image: tf.Tensor, file: tf.Tensor) -> tf.Tensor:
 
 
 def pair_split(source: str, split: str, files: tuple[list[str], list[str], list[str]],
-               location: str, table: ClassTable, skip_bad: bool) -> Split:
+               location: str, table: ClassTable, data: ml_collections.ConfigDict) -> Split:
     """A ``Split`` reading listed pairs: images decoded by TensorFlow, labels by PIL (the only
-    way to keep a palette PNG's indices), every problem naming its file."""
+    way to keep a palette PNG's indices), every problem naming its file; ``data`` is
+    ``config.data`` (``skip_bad_examples``, ``eval_size``)."""
+    skip_bad = data.skip_bad_examples
     stems, image_paths, label_paths = files
     ids, images, labels = (tf.constant(x) for x in files)
 
@@ -231,41 +258,70 @@ def pair_split(source: str, split: str, files: tuple[list[str], list[str], list[
 
     opened = Split(source, split, len(stems), read, location,
                    tuple(image_paths + label_paths), classes=table)
-    check_split(opened, skip_bad)
+    check_split(opened, skip_bad, data.eval_size)
     return opened
 
 
-def _check_pair(image_path: str, label_path: str, table: ClassTable) -> str:
-    """'' or the problem of one pair, read as the pipeline reads it."""
+def _image_file_problem(path: str) -> str:
+    """'' for a file that starts like a JPEG or PNG and ends like one, else what is wrong.
+
+    Checked before training because a truncated image otherwise fails inside TensorFlow's
+    decoder, whose error names no file."""
+    with open(path, 'rb') as f:
+        head = f.read(8)
+        f.seek(max(os.path.getsize(path) - JPEG_TAIL, 0))
+        tail = f.read()
+    if not head:
+        return f'{path} is empty'
+    if not head.startswith(IMAGE_SIGNATURES):
+        return f'{path} is neither a JPEG nor a PNG (what its name says it is)'
+    complete = tail.endswith(PNG_END) if head.startswith(IMAGE_SIGNATURES[1]) else (
+        JPEG_END in tail)
+    return '' if complete else f'{path} is truncated (its end marker is missing)'
+
+
+def _check_pair(image_path: str, label_path: str, table: ClassTable
+                ) -> tuple[str, tuple[int, int] | None]:
+    """('' or the problem of one pair, read as the pipeline reads it; the image's size)."""
     with open(label_path, 'rb') as f:
         values, problem = label_values(f.read(), table)
     if problem:
-        return f'{label_path} {problem}'
-    try:
-        with Image.open(image_path) as image:  # the header only: the size without decoding
-            width, height = image.size
-    except Exception as error:
-        return f'{image_path} could not be read as an image ({error})'
+        return f'{label_path} {problem}', None
+    problem = _image_file_problem(image_path)
+    if problem:
+        return problem, None
+    with Image.open(image_path) as image:  # the header only: the size without decoding
+        width, height = image.size
     if (height, width) != values.shape:
         return (f'image and label have different sizes: {image_path} is {height}x{width}, '
-                f'{label_path} is {values.shape[0]}x{values.shape[1]}')
-    return ''
+                f'{label_path} is {values.shape[0]}x{values.shape[1]}'), None
+    return '', (height, width)
 
 
-def check_split(split: Split, skip_bad: bool = False) -> None:
-    """Reads every label of a split (and every image's header) once, when it is opened, so that
-    a bad pair is refused before anything trains, in one line naming the files and what is
-    wrong; with ``skip_bad`` it is logged instead, and the pipeline skips it where it is read."""
-    half = len(split.files) // 2
+def check_split(split: Split, skip_bad: bool = False,
+                eval_size: tuple[int, int] | None = None) -> None:
+    """Reads every label of a split (and every image's header and end) once, when it is opened,
+    so that a bad pair is refused before anything trains, in one line naming the files and what
+    is wrong; with ``skip_bad`` it is logged instead, and the pipeline skips it where it is read.
+    An evaluated split of images of several sizes needs ``eval_size`` (the canvas they batch
+    on), which is refused here too rather than at the first evaluation."""
+    half = len(split.files) // 2  # a pairs split lists its images, then their labels
     pairs = list(zip(split.files[:half], split.files[half:]))
     with concurrent.futures.ThreadPoolExecutor(max(os.cpu_count() or 1, 2)) as pool:
-        problems = [p for p in pool.map(lambda pair: _check_pair(*pair, split.classes), pairs)
-                    if p]
-    if not problems:
-        return
-    message = (f'{len(problems)} of the {len(pairs)} pairs of split {split.split!r} are '
-               f'unusable: {first_few(problems)}.')
-    if not skip_bad:
-        raise DataError(f'{message} {FIX_BAD_PAIR}')
-    log.warning('%s config.data.skip_bad_examples is set: they stand in as all-void examples.',
-                message)
+        checked = list(pool.map(lambda pair: _check_pair(*pair, split.classes), pairs))
+    problems = [problem for problem, _ in checked if problem]
+    if problems:
+        message = (f'{len(problems)} of the {len(pairs)} pairs of split {split.split!r} are '
+                   f'unusable: {first_few(problems)}.')
+        if not skip_bad:
+            raise DataError(f'{message} {FIX_BAD_PAIR}')
+        log.warning('%s config.data.skip_bad_examples is set: they stand in as all-void '
+                    'examples.', message)
+    sizes = {size for _, size in checked if size}
+    if split.split != 'train' and eval_size is None and len(sizes) > 1:
+        largest = (max(h for h, _ in sizes), max(w for _, w in sizes))
+        raise DataError(
+            f'Split {split.split!r} has images of {len(sizes)} sizes (up to {largest[0]}x'
+            f'{largest[1]}), which evaluation cannot batch as they are: set '
+            f'--config.data.eval_size="({largest[0]}, {largest[1]})", the canvas they are '
+            'padded to (a smaller one shrinks the larger images).')

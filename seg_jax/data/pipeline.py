@@ -30,7 +30,7 @@ from seg_jax.data import augment, crops, pairs
 from seg_jax.data.cityscapes import BAD_EXAMPLE, FIX_BAD_EXAMPLE
 from seg_jax.data.sources import open_split
 from seg_jax.data.split import Split
-from seg_jax.data.classes import ClassTable
+from seg_jax.data.classes import CITYSCAPES, ClassTable
 from seg_jax.data.labels import IGNORE_LABEL
 from seg_jax.errors import ConfigError, DataError, first_few
 from seg_jax.files import folder_lock, write_atomically
@@ -173,8 +173,8 @@ def _files_of_size(files: tuple[str, ...], size: int) -> list[str]:
     return found
 
 
-def _undecodable_png(said: str, files: tuple[str, ...]) -> str:
-    """The message for a PNG that passed decode_example's checks and then failed to decode."""
+def _undecodable(said: str, files: tuple[str, ...]) -> str:
+    """The message for a file that passed the cheap checks and then failed to decode."""
     size = re.search(r'size (\d+)', said)
     candidates = _files_of_size(files, int(size.group(1))) if size else []
     if len(candidates) == 1:
@@ -186,11 +186,11 @@ def _undecodable_png(said: str, files: tuple[str, ...]) -> str:
                  'label PNG of that size. ')
     else:
         which = ''
-    return (f'A Cityscapes PNG could not be decoded (tf.io.decode_png: {said}). It starts and '
-            f'ends like a PNG, so its data is damaged inside (a bit error, say). {which}Re-extract '
-            '(or re-download) that file from the Cityscapes zips, or remove the pair; '
+    return (f'An image or label could not be decoded ({said}). It starts and ends like its '
+            f'format, so its data is damaged inside (a bit error, say). {which}Restore that file '
+            '(for Cityscapes, re-extract it from the zips), or remove the pair; '
             'config.data.skip_bad_examples cannot skip it, since only decoding finds the damage '
-            'and decode_png\'s error stops the tf.data pipeline.')
+            'and the decoder\'s error stops the tf.data pipeline.')
 
 
 def describe_data_error(error: tf.errors.OpError, files: tuple[str, ...] = ()) -> str | None:
@@ -201,9 +201,9 @@ def describe_data_error(error: tf.errors.OpError, files: tuple[str, ...] = ()) -
     """
     said = _what_tf_said(error)
     if isinstance(error, (tf.errors.NotFoundError, tf.errors.PermissionDeniedError)):
-        return (f'A Cityscapes file could not be read ({said}): it was there when the split '
-                'was listed and has since been moved, deleted or made unreadable. Restore it '
-                '(re-extract it from the Cityscapes zips) or remove the pair, and start again; '
+        return (f'A data file could not be read ({said}): it was there when the split was '
+                'listed and has since been moved, deleted or made unreadable. Restore it (for '
+                'Cityscapes, re-extract it from the zips) or remove the pair, and start again; '
                 'config.data.skip_bad_examples cannot skip a file that cannot be read.')
     if not isinstance(error, tf.errors.InvalidArgumentError):
         return None
@@ -211,14 +211,15 @@ def describe_data_error(error: tf.errors.OpError, files: tuple[str, ...] = ()) -
         failed_check = re.search(rf'\[{re.escape(marker)}\] \[(.*)\]', error.message)
         if failed_check:
             return f'{marker} {failed_check.group(1)}. {fix}'
-    if 'DecodePng' in error.message:
-        return _undecodable_png(said, files)
+    if any(op in error.message for op in ('DecodePng', 'DecodeImage', 'DecodeJpeg')):
+        return _undecodable(said, files)
     if 'Cannot add tensor to the batch' in said or 'Cannot batch tensors' in said:
         return (f'An evaluation batch mixes images of different sizes ({said}). Evaluation '
                 'batches full images, so every image of a split must have the same size: '
                 'set config.data.eval_size to a canvas that holds them (data sets of many '
-                'sizes), or resize or remove the odd one out. (A skipped pair whose image and label both '
-                'lack a PNG header stands in as 1x1: re-extract it from the Cityscapes zips.)')
+                'sizes), or resize or remove the odd one out. (A skipped Cityscapes pair whose '
+                'image and label both lack a PNG header stands in as 1x1: re-extract it from '
+                'the zips.)')
     return None
 
 
@@ -312,13 +313,18 @@ def _count_pixels(split: Split) -> np.ndarray:
     return total.numpy()
 
 
+def _values_key(table: ClassTable) -> list[list[int]]:
+    """The label values of each class, as the counts cache records them."""
+    return [list(values) for values in table.values]
+
+
 def class_pixel_counts(config: ml_collections.ConfigDict, split: str | Split = 'train'
                        ) -> np.ndarray:
     """Labelled pixels per class (int64, one per class of the table) of a split, for
     class-weighted losses.
 
     Counted once and cached as JSON beside the data; the cache is reused while the split has
-    the same number of examples and class names. If the data folder is read-only the counts are not cached.
+    the same number of examples and class table (names and values). If the data folder is read-only the counts are not cached.
     Processes counting the same folder at once take turns, so only the first one counts.
     With ``config.data.skip_bad_examples`` a bad example counts as void pixels (its placeholder).
     """
@@ -330,13 +336,17 @@ def class_pixel_counts(config: ml_collections.ConfigDict, split: str | Split = '
         if os.path.isfile(path):
             with open(path) as f:
                 cached = json.load(f)
+            # Counts written before class tables existed are Cityscapes'.
+            cached_values = cached.get('class_values', _values_key(CITYSCAPES))
             if (cached.get('num_examples') == split.size and cached.get('source') == split.source
-                    and cached.get('class_names') == list(names)):
+                    and cached.get('class_names') == list(names)
+                    and cached_values == _values_key(split.classes)):
                 return np.asarray(cached['counts'], np.int64)
         with named_data_errors(split):
             counts = _count_pixels(split)
         record = {'source': split.source, 'split': split.split, 'num_examples': split.size,
-                  'class_names': names, 'counts': counts[:len(names)].tolist(),
+                  'class_names': names, 'class_values': _values_key(split.classes),
+                  'counts': counts[:len(names)].tolist(),
                   'void': int(counts[len(names)])}
         try:
             write_atomically(path, json.dumps(record).encode())

@@ -16,9 +16,9 @@ import ml_collections
 from seg_jax.data import cityscapes, pairs
 from seg_jax.data.classes import ClassTable, class_table
 from seg_jax.data.split import Split
+from seg_jax.data.synthetic.layouts import LAYOUTS
 from seg_jax.errors import DataError
 
-SYNTHETIC_LAYOUTS = ('cityscapes', 'voc', 'ade20k')
 
 
 def _needs_dir(data: ml_collections.ConfigDict, what: str) -> str:
@@ -37,21 +37,27 @@ def _pairs(data: ml_collections.ConfigDict, split: str, table: ClassTable) -> Sp
     root = _needs_dir(data, 'the folder that config.data.pairs\' image and label folders are in')
     return pairs.pair_split('pairs', split,
                             pairs.list_pairs(root, pairs.layout_of(data.pairs), split),
-                            root, table, data.skip_bad_examples)
+                            root, table, data)
 
 
 def _voc(data: ml_collections.ConfigDict, split: str, table: ClassTable,
          source: str = 'voc') -> Split:
     root = _needs_dir(data, 'the VOC2012 folder (holding JPEGImages/ and SegmentationClass/)')
     return pairs.pair_split(source, split, pairs.voc_pairs(root, split, data.voc_aug), root,
-                            table, data.skip_bad_examples)
+                            table, data)
 
 
 def _ade20k(data: ml_collections.ConfigDict, split: str, table: ClassTable,
             source: str = 'ade20k') -> Split:
     root = pairs.ade20k_root(_needs_dir(data, 'the ADEChallengeData2016 folder'))
     return pairs.pair_split(source, split, pairs.list_pairs(root, pairs.ADE20K, split), root,
-                            table, data.skip_bad_examples)
+                            table, data)
+
+
+def synthetic_aug_count(data: ml_collections.ConfigDict) -> int:
+    """How many SBD-like examples the synthetic VOC adds for ``config.data.voc_aug``: half as
+    many as its training set (the real SBD adds ~6x VOC's)."""
+    return max(1, data.synthetic.num_train // 2) if data.voc_aug else 0
 
 
 def synthetic_dir(data: ml_collections.ConfigDict) -> str:
@@ -64,7 +70,9 @@ def synthetic_dir(data: ml_collections.ConfigDict) -> str:
     s, layout = data.synthetic, data.synthetic.layout
     version = (f'{synthetic.GENERATOR_VERSION}' if layout == 'cityscapes' else
                f'{synthetic.GENERATOR_VERSION}.{layouts.LAYOUT_VERSION}')
-    name = f'{s.height}x{s.width}_seed{s.seed}_{s.num_train}-{s.num_val}-{s.num_test}_v{version}'
+    counts = (f'{s.num_train}-{s.num_val}-{s.num_test}' if layout != 'voc' else
+              f'{s.num_train}-{s.num_val}-aug{synthetic_aug_count(data)}')
+    name = f'{s.height}x{s.width}_seed{s.seed}_{counts}_v{version}'
     folder = 'synthetic_cityscapes' if layout == 'cityscapes' else f'synthetic_{layout}'
     return os.path.join(os.path.expanduser('~'), '.cache', 'seg_jax', folder, name)
 
@@ -72,16 +80,16 @@ def synthetic_dir(data: ml_collections.ConfigDict) -> str:
 def _synthetic(data: ml_collections.ConfigDict, split: str, table: ClassTable) -> Split:
     from seg_jax.data import synthetic
     layout, s, root = data.synthetic.layout, data.synthetic, synthetic_dir(data)
-    if layout not in SYNTHETIC_LAYOUTS:
+    if layout not in LAYOUTS:
         raise DataError(f'config.data.synthetic.layout={layout!r} is not known; use one of '
-                        f'{", ".join(SYNTHETIC_LAYOUTS)}.')
+                        f'{", ".join(LAYOUTS)}.')
     if layout == 'cityscapes':
         synthetic.generate(root, num_train=s.num_train, num_val=s.num_val,
                            num_test=s.num_test, height=s.height, width=s.width, seed=s.seed)
         return cityscapes.folder_split(root, split, 'synthetic', data.skip_bad_examples, table)
     if layout == 'voc':
         synthetic.write_voc(root, num_train=s.num_train, num_val=s.num_val, height=s.height,
-                            width=s.width, seed=s.seed)
+                            width=s.width, seed=s.seed, num_aug=synthetic_aug_count(data))
         return _voc(ml_collections.ConfigDict({**data.to_dict(), 'dir': root}), split, table,
                     'synthetic')
     synthetic.write_ade20k(root, num_train=s.num_train, num_val=s.num_val, height=s.height,

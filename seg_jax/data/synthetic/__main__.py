@@ -6,11 +6,10 @@ import sys
 
 from seg_jax import console
 from seg_jax.data import synthetic
-from seg_jax.data.synthetic.layouts import write_ade20k, write_voc
+from seg_jax.data.synthetic.layouts import LAYOUTS, write_ade20k, write_voc
 from seg_jax.data.synthetic.writer import generate, sample_sheet
 from seg_jax.errors import DataError
 
-LAYOUTS = ('cityscapes', 'voc', 'ade20k')
 # Options that only one layout has; given for another, they are refused rather than ignored.
 ONLY_FOR = {'num_test': 'cityscapes', 'zips': 'cityscapes', 'num_aug': 'voc'}
 

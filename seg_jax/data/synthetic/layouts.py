@@ -29,11 +29,13 @@ from seg_jax.data.synthetic.writer import (
 from seg_jax.errors import DataError
 from seg_jax.files import folder_lock, png_bytes, write_atomically
 
+# The layouts the synthetic scenes are written in (``config.data.synthetic.layout``).
+LAYOUTS = ('cityscapes', 'voc', 'ade20k')
 VOC_MARKER = 'synthetic_voc.json'
 ADE20K_MARKER = 'synthetic_ade20k.json'
 # Bump when what these writers make of a scene changes (mappings, borders, names, encoding), so
 # that a folder written by an older version is not reused; the drawing has GENERATOR_VERSION.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: aug.txt lists the training images too
 JPEG_OPTIONS = {'quality': 95, 'subsampling': 2, 'optimize': False}  # 2: 4:2:0, as most JPEGs
 PNG_LEVEL = 1
 # render_example seeds split s with [seed, s, index], s < len(SPLITS): the SBD-augmented
@@ -175,7 +177,8 @@ def write_voc(root: str | pathlib.Path, *, num_train: int, num_val: int, height:
     ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png`` (palette PNGs of values 0..20,
     255 on object borders), ``ImageSets/Segmentation/{train,val,trainval}.txt``; with
     ``num_aug``, that many more training examples with ``SegmentationClassAug/<id>.png``
-    (greyscale, as mmsegmentation's SBD converter writes them) listed in ``aug.txt``.
+    (greyscale, as mmsegmentation's SBD converter writes them), listed in ``aug.txt`` with the
+    training ones (whose labels ``SegmentationClassAug`` holds too), as in the real list.
 
     Deterministic; a finished folder written with the same arguments is reused, any other
     non-empty folder refused (``synthetic_voc.json``, written last, records the arguments).
@@ -200,15 +203,15 @@ def write_voc(root: str | pathlib.Path, *, num_train: int, num_val: int, height:
                 image, label_ids = render(seed, stream, index, height, width)
                 values = voc_values(label_ids)
                 yield f'JPEGImages/{id_}.jpg', jpeg_bytes(image)
-                if stream == 'aug':
+                if stream != 'aug':
+                    yield f'SegmentationClass/{id_}.png', voc_palette_png(values)
+                if stream == 'aug' or (stream == 'train' and num_aug):
                     yield (f'SegmentationClassAug/{id_}.png',
                            png_bytes(values, compress_level=PNG_LEVEL))
-                else:
-                    yield f'SegmentationClass/{id_}.png', voc_palette_png(values)
         lists = {'train': ids['train'], 'val': ids['val'],
                  'trainval': ids['train'] + ids['val']}
-        if num_aug:
-            lists['aug'] = ids['aug']
+        if num_aug:  # like the converter's: SBD's images, VOC's training ones among them
+            lists['aug'] = ids['aug'] + ids['train']
         for name, listed in lists.items():
             yield f'ImageSets/Segmentation/{name}.txt', id_list(listed)
 
