@@ -2,6 +2,7 @@
 exact layouts, the checks that refuse a bad data set before anything is written, and short
 trainings on each that learn and report the table's class names."""
 
+import importlib
 import json
 import os
 
@@ -189,7 +190,7 @@ def test_every_value_of_a_custom_set_lands_on_its_train_id(tmp_path):
     assert ids == [f'wall_{i:03d}' for i in range(4)]
     for stem, got in zip(ids, train_ids):
         stored = np.asarray(Image.open(os.path.join(root, 'labels', 'train', stem + '.png')))
-        assert Image.open(os.path.join(root, 'labels', 'train', stem + '.png')).mode in 'LP'
+        assert Image.open(os.path.join(root, 'labels', 'train', stem + '.png')).mode in ('L', 'P')
         np.testing.assert_array_equal(got, table.value_to_train_id[stored])
         assert set(np.unique(got)) == {0, 1, 2, 3, 255}
     # Evaluation pads the 56-row images to the 64x64 canvas with void labels.
@@ -203,7 +204,7 @@ def test_the_voc_layout_reads_palette_indices_and_the_sbd_set(tmp_path):
     root = str(tmp_path / 'VOC2012')
     synthetic.write_voc(root, num_train=3, num_val=2, height=64, width=128, num_aug=2)
     config = tiny_config.get_config()
-    config.data.update(source='voc', dir=root, classes='voc')
+    config.data.update(source='voc', dir=root, classes='voc', eval_size=(64, 128))
     for split, folder in (('train', 'train'), ('validation', 'val')):
         ids, train_ids = read_labels(config, split)
         with open(os.path.join(root, 'ImageSets', 'Segmentation', f'{folder}.txt')) as f:
@@ -212,20 +213,32 @@ def test_the_voc_layout_reads_palette_indices_and_the_sbd_set(tmp_path):
             png = Image.open(os.path.join(root, 'SegmentationClass', stem + '.png'))
             assert png.mode == 'P'  # its indices are the values; its colours are VOC's
             np.testing.assert_array_equal(got, np.asarray(png))
+    lists = os.path.join(root, 'ImageSets', 'Segmentation')
+    with open(os.path.join(lists, 'train.txt')) as f:
+        voc_train = f.read().split()
+    with open(os.path.join(lists, 'val.txt')) as f:
+        voc_val = f.read().split()
+    with open(os.path.join(lists, 'aug.txt'), 'a') as f:  # an aug list that holds a val image
+        f.write(voc_val[0] + '\n')
+    with open(os.path.join(lists, 'aug.txt')) as f:
+        aug = f.read().split()
+    assert set(voc_train) < set(aug)  # as the converter's list: SBD's images include VOC's
+    os.link(os.path.join(root, 'SegmentationClass', voc_val[0] + '.png'),
+            os.path.join(root, 'SegmentationClassAug', voc_val[0] + '.png'))
     config.data.voc_aug = True
     ids, train_ids = read_labels(config, 'train')
-    with open(os.path.join(root, 'ImageSets', 'Segmentation', 'aug.txt')) as f:
-        aug = f.read().split()
-    assert len(ids) == 5 and set(aug) <= set(ids)
-    for stem in aug:
+    assert sorted(ids) == sorted(set(voc_train) | set(aug) - set(voc_val))  # 3 + 2, no val
+    for stem in ids:  # VOC's own labels for its training images, SBD's for the others
+        folder = 'SegmentationClass' if stem in voc_train else 'SegmentationClassAug'
         np.testing.assert_array_equal(train_ids[ids.index(stem)], np.asarray(
-            Image.open(os.path.join(root, 'SegmentationClassAug', stem + '.png'))))
+            Image.open(os.path.join(root, folder, stem + '.png'))))
 
 
 def test_the_ade20k_layout_shifts_values_down_and_makes_zero_void(tmp_path):
     synthetic.write_ade20k(str(tmp_path), num_train=2, num_val=2, height=64, width=128)
     config = tiny_config.get_config()
-    config.data.update(source='ade20k', dir=str(tmp_path), classes='ade20k')  # the parent
+    config.data.update(source='ade20k', dir=str(tmp_path), classes='ade20k',  # the parent
+                       eval_size=(64, 128))
     ids, train_ids = read_labels(config, 'validation')
     assert ids == ['ADE_val_00000001', 'ADE_val_00000002']
     for stem, got in zip(ids, train_ids):
@@ -260,7 +273,30 @@ def _bad_train_ids(root: str) -> None:
         json.dump(table, f)
 
 
+def _truncated_image(root: str) -> None:
+    path = os.path.join(root, 'images', 'val', 'wall_001.jpg')  # the evaluated split's
+    with open(path, 'rb') as f:
+        data = f.read()
+    with open(path, 'wb') as f:
+        f.write(data[:len(data) // 2])
+
+
+def _one_bit_label(root: str) -> None:
+    label = np.asarray(Image.open(_label_path(root)).convert('L')) > 0
+    Image.fromarray(label).save(_label_path(root))
+
+
+def _sizes_without_canvas(root: str) -> None:
+    with open(os.path.join(root, 'walls.json')) as f:
+        assert json.load(f)  # the set's images have two heights: nothing to change
+
+
 @pytest.mark.parametrize('damage, error, message', [
+    (_truncated_image, DataError, r"1 of the 2 pairs of split 'validation' are unusable: "
+                                  r"\S*images/val/wall_001.jpg is truncated"),
+    (_one_bit_label, DataError, r'wall_001.png is a 1-bit greyscale PNG'),
+    (_sizes_without_canvas, DataError, r"Split 'validation' has images of 2 sizes \(up to "
+                                       r'64x64\).*--config.data.eval_size="\(64, 64\)"'),
     (_unknown_value, DataError,
      r"1 of the 4 pairs of split 'train' are unusable: \S*wall_001.png holds values the class "
      r"table 'walls' of \S* does not know: 7 \(10 px\)"),
@@ -280,6 +316,8 @@ def test_a_bad_data_set_is_refused_in_one_line_before_anything_is_written(tmp_pa
     config = custom_config(root)
     if message.startswith('num_classes'):
         config.model.num_classes = 5
+    if damage is _sizes_without_canvas:
+        config.data.eval_size = None
     workdir = tmp_path / 'run'
     with pytest.raises(error, match=message) as raised:
         train.train_and_evaluate(config, str(workdir))
@@ -344,3 +382,31 @@ def test_with_skip_bad_examples_a_bad_pair_is_logged_and_read_as_void(tmp_path, 
     assert 'wall_001.png holds values' in caplog.text and 'skip_bad_examples is set' in caplog.text
     assert (train_ids[1] == 255).all()
     assert all((train_ids[i] != 255).any() for i in (0, 2, 3))
+
+
+@pytest.mark.parametrize('source, layout', [('voc', 'cityscapes'), ('synthetic', 'ade20k')])
+def test_cityscapes_table_is_refused_for_a_voc_or_ade20k_layout(source, layout):
+    config = tiny_config.get_config()
+    config.data.source, config.data.synthetic.layout = source, layout
+    name = source if source != 'synthetic' else layout
+    with pytest.raises(ConfigError, match=f"{name} labels hold {name}'s values, not Cityscapes' "
+                                          f'label ids.*--config.data.classes={name}'):
+        config_checks.check_config(config, 'train')
+
+
+@pytest.mark.parametrize('name', ['voc_deeplabv3plus_r50_d8', 'ade20k_deeplabv3plus_r50_d8'])
+def test_the_512x512_recipes_open_their_data_sets_layout(name, tmp_path):
+    recipe = importlib.import_module(f'configs.{name}').get_config()
+    layout = recipe.data.source
+    assert layout in ('voc', 'ade20k') and recipe.data.classes == layout
+    assert recipe.model.num_classes == classes.class_table(layout).num_classes
+    assert recipe.data.crop_size == (512, 512) and tuple(recipe.data.base_size) == (512, 2048)
+    config = tiny_config.recipe(name, str(tmp_path / 'data'), width=0.0625,
+                                pretrained_required=False)
+    config.data.synthetic.layout = layout  # the recipe, on synthetic data in its layout
+    config.data.crop_size, config.data.eval_size = (32, 32), (64, 128)
+    config_checks.check_config(config, 'train')
+    setup = train.training_setup(config)  # lists and checks both splits, builds the network
+    assert setup.train_split.size == (24 if layout == 'voc' else 16)  # VOC: train + SBD's 8
+    assert setup.eval_split.classes.names == classes.class_table(layout).names
+    assert setup.total_steps == 2
