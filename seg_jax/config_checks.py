@@ -15,7 +15,7 @@ epochs) are made when the data is first opened (``seg_jax.train.training_setup``
 import ml_collections
 
 from seg_jax import inference, losses, parallel
-from seg_jax.data import augment, classes
+from seg_jax.data import augment, classes, crops
 from seg_jax.errors import ConfigError
 
 MODES = ('train', 'eval', 'predict', 'benchmark', 'export')
@@ -64,8 +64,7 @@ def check_config(config: ml_collections.ConfigDict, mode: str) -> None:
     table = classes.class_table(config.data.classes)  # every mode reports classes
     _check_source_reads_table(config.data, table)
     classes.check_num_classes(table, config.model.num_classes)
-    augment.check_optional_size(config.data.eval_size, 'eval_size', 'height, width',
-                                '(512, 512)')
+    crops.check_optional_size(config.data.eval_size, 'eval_size', 'height, width', '(512, 512)')
     parallel.check_batch_size(config.eval.batch_size, 'config.eval.batch_size')
     if mode in ('train', 'benchmark'):
         parallel.check_batch_size(config.global_batch_size, 'config.global_batch_size')

@@ -22,14 +22,13 @@ redraws the crop position (up to 10 times) while one class dominates the crop, a
 ``photometric_style`` applies its PhotoMetricDistortion to the 8-bit crop (``photometric``).
 """
 
-import numbers
 from typing import Any, NamedTuple, Sequence
 
 import ml_collections
 import tensorflow as tf
 
 from seg_jax.data import warp
-from seg_jax.data.crops import check_crop_size
+from seg_jax.data.crops import check_crop_size, check_optional_size
 from seg_jax.data.labels import IGNORE_LABEL
 from seg_jax.data.photometric import (BRIGHTNESS_DELTA, CONTRAST_RANGE, HUE_DELTA,
                                       SATURATION_RANGE, Distortion, check_photometric, distort,
@@ -140,16 +139,6 @@ def train_options(data: ml_collections.ConfigDict) -> dict[str, Any]:
                 rotation_degrees=data.rotation_degrees, photometric=data.photometric,
                 photometric_style=data.photometric_style, cat_max_ratio=data.cat_max_ratio,
                 base_size=None if data.base_size is None else tuple(data.base_size))
-
-
-def check_optional_size(value: Sequence[int] | None, field: str, sides: str,
-                        example: str) -> None:
-    """Refuses a ``config.data.<field>`` that is neither None nor two positive ints."""
-    if value is not None and (
-            len(tuple(value)) != 2
-            or not all(isinstance(n, numbers.Integral) and n > 0 for n in value)):
-        raise ConfigError(f'config.data.{field}={value} must be None or two positive ints '
-                          f'({sides}), e.g. --config.data.{field}="{example}".')
 
 
 def base_scale(image_size, base_size: Sequence[int]):

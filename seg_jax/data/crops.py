@@ -1,4 +1,5 @@
-"""Checks of the training crop size against itself and against the training images.
+"""Checks of the training crop size against itself and against the training images, and of the
+other sizes a config gives (the base size of the rescale, the evaluation canvas).
 
 Kept free of TensorFlow so that ``--mode summary`` can check a config without loading it.
 """
@@ -40,3 +41,13 @@ def check_crop_fits_images(crop_size: Sequence[int], scale_range: Sequence[float
             'every crop would be partly padding. Use a crop of at most '
             f'{largest[0]}x{largest[1]}, e.g. --config.data.crop_size="{fitting}", or raise the '
             'upper end of config.data.scale_range.')
+
+
+def check_optional_size(value: Sequence[int] | None, field: str, sides: str,
+                        example: str) -> None:
+    """Refuses a ``config.data.<field>`` that is neither None nor two positive ints."""
+    if value is not None and (
+            len(tuple(value)) != 2
+            or not all(isinstance(n, numbers.Integral) and n > 0 for n in value)):
+        raise ConfigError(f'config.data.{field}={value} must be None or two positive ints '
+                          f'({sides}), e.g. --config.data.{field}="{example}".')
