@@ -253,7 +253,7 @@ def confusion_png(runs: list[Run]) -> bytes:
     (``figures.confusion_figure``)."""
     table = runs[0].table
     return figures.figure_png(figures.confusion_figure(confusion_panels(runs), table.names,
-                                                       table.marked))
+                                                       table.marked, table.marked_title))
 
 
 def _inference_of(record: dict[str, Any]) -> inference.InferenceSettings:

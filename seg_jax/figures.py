@@ -37,6 +37,10 @@ MARK_COLOUR = 'tab:red'  # the course classes' tick labels and diagonal cells
 CONFUSION_PANEL_WIDTH = 6.0  # inches per matrix (100 pixels per inch)
 CONFUSION_LABELS_WIDTH = 2.4  # inches for the row labels and the colour bar
 CONFUSION_HEIGHT = 7.0
+# Above this many classes (ADE20K's 150) the cells carry no numbers and the panels grow with the
+# classes: tens of thousands of figures would be unreadable and take matplotlib minutes.
+CONFUSION_MAX_ANNOTATED = 40
+CONFUSION_INCHES_PER_CLASS = 0.1
 
 
 def _plot(axis: Axes, events: list[dict[str, Any]], key: str, label: str, **style) -> None:
@@ -163,20 +167,23 @@ def row_normalised(confusion: np.ndarray) -> np.ndarray:
 
 
 def _confusion_axis(axis: Axes, title: str, shares: np.ndarray, class_names: Sequence[str],
-                    marked: Sequence[str], first: bool) -> AxesImage:
+                    marked: Sequence[str], marked_title: str, first: bool) -> AxesImage:
     """One panel of ``confusion_figure``: the shares as colours, those of 1% or more in figures
-    too, marked classes in red (tick labels and a frame on their diagonal cell)."""
+    too (up to ``CONFUSION_MAX_ANNOTATED`` classes), marked classes in red (tick labels and a
+    frame on their diagonal cell)."""
     image = axis.imshow(shares, cmap=CONFUSION_COLOURS, vmin=0.0, vmax=1.0,
                         interpolation='nearest')
     positions = range(len(class_names))
-    axis.set_xticks(positions, class_names, rotation=90, fontsize=8)
-    axis.set_yticks(positions, class_names if first else [], fontsize=8)
+    annotated = len(class_names) <= CONFUSION_MAX_ANNOTATED
+    fontsize = 8 if annotated else 5
+    axis.set_xticks(positions, class_names, rotation=90, fontsize=fontsize)
+    axis.set_yticks(positions, class_names if first else [], fontsize=fontsize)
     for labels in (axis.get_xticklabels(), axis.get_yticklabels() if first else []):
         for label in labels:
             if label.get_text() in marked:
                 label.set_color(MARK_COLOUR)
                 label.set_fontweight('bold')
-    for row, column in zip(*np.nonzero(shares >= 0.01), strict=True):
+    for row, column in zip(*np.nonzero(shares >= 0.01) if annotated else ((), ()), strict=True):
         value = shares[row, column]
         axis.text(column, row, f'{100 * value:.0f}', ha='center', va='center', fontsize=6,
                   color='white' if value > 0.5 else 'black')
@@ -188,14 +195,14 @@ def _confusion_axis(axis: Axes, title: str, shares: np.ndarray, class_names: Seq
             axis.add_patch(Rectangle((index - 0.5, index - 0.5), 1, 1, fill=False,
                                      edgecolor=MARK_COLOUR, linewidth=1.5))
     axis.set_title(title, fontsize=10)
-    axis.set_xlabel('prediction (red: the course classes)' if marked else 'prediction')
+    axis.set_xlabel(f'prediction (red: the {marked_title})' if marked else 'prediction')
     if first:
         axis.set_ylabel('ground truth')
     return image
 
 
 def confusion_figure(panels: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str],
-                     marked: Sequence[str] = ()) -> Figure:
+                     marked: Sequence[str] = (), marked_title: str = 'course classes') -> Figure:
     """Confusion matrices, one ``(title, matrix)`` panel each, side by side on one colour scale
     with one colour bar: rows are the ground truth, columns the prediction, both labelled with
     ``class_names``, each row normalised (``row_normalised``) so that a rare class reads as
@@ -210,12 +217,14 @@ def confusion_figure(panels: Sequence[tuple[str, np.ndarray]], class_names: Sequ
             raise ShapeError(f'The confusion matrix of {title!r} has shape {np.shape(matrix)}; '
                              f'expected ({count}, {count}) or ({count + 1}, {count}) for '
                              f'{count} class names.')
-    figure = Figure(figsize=(CONFUSION_LABELS_WIDTH + CONFUSION_PANEL_WIDTH * len(panels),
-                             CONFUSION_HEIGHT), layout='compressed')
+    panel = max(CONFUSION_PANEL_WIDTH, CONFUSION_INCHES_PER_CLASS * count)
+    figure = Figure(figsize=(CONFUSION_LABELS_WIDTH + panel * len(panels),
+                             CONFUSION_HEIGHT + panel - CONFUSION_PANEL_WIDTH),
+                    layout='compressed')
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for index, (axis, (title, matrix)) in enumerate(zip(axes, panels, strict=True)):
         image = _confusion_axis(axis, title, row_normalised(np.asarray(matrix)[:count]),
-                                class_names, marked, first=index == 0)
+                                class_names, marked, marked_title, first=index == 0)
     colour_bar = figure.colorbar(image, ax=list(axes), shrink=0.8, pad=0.01)
     colour_bar.set_label("share of the ground-truth class's pixels")
     return figure

@@ -197,7 +197,8 @@ class Reporter:
         title = (f'{split}, step {files.step}{f" ({suffix})" if suffix else ""}: '
                  f'mIoU {miou}{"" if miou == "-" else "%"}')
         picture = figures.figure_png(figures.confusion_figure(
-            [(title, np.asarray(confusion))], self.classes.names, self.classes.marked))
+            [(title, np.asarray(confusion))], self.classes.names, self.classes.marked,
+            self.classes.marked_title))
         write_atomically(self._path(files.plot('confusion')), picture)
         self._events.write(
             files.tensorboard_run, files.step,

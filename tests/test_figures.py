@@ -103,3 +103,15 @@ def test_the_figure_widens_with_each_panel_and_labels_cityscapes():
 def test_a_matrix_that_does_not_fit_the_class_names_is_refused(shape):
     with pytest.raises(ShapeError, match=re.escape(f"'run' has shape {shape}")):
         figures.confusion_figure([('run', np.zeros(shape))], NAMES)
+
+
+def test_a_confusion_matrix_of_many_classes_grows_and_leaves_out_the_cell_numbers():
+    names = tuple(f'class {index}' for index in range(150))
+    confusion = np.eye(151, 150, dtype=np.int64) * 100
+    figure = figures.confusion_figure([('ade20k', confusion)], names, ('class 3',),
+                                      marked_title='marked classes')
+    axis = figure.axes[0]
+    assert len(axis.texts) == 0  # 150 figures on the diagonal alone would be unreadable
+    assert figure.get_size_inches()[0] > figures.CONFUSION_PANEL_WIDTH * 2
+    assert [label.get_text() for label in axis.get_xticklabels()] == list(names)
+    assert axis.get_xlabel() == 'prediction (red: the marked classes)'
