@@ -87,15 +87,26 @@ def configure(verbosity: int) -> None:
     sys.unraisablehook = sys.__unraisablehook__ if verbosity >= 1 else _print_unraisable
 
 
+def _abandoned_orbax_read(unraisable: 'sys.UnraisableHookArgs') -> bool:
+    """Whether ``unraisable`` comes from one of orbax's array reads that was closed unfinished
+    (its restore had already failed on another array), re-raising the read's error."""
+    code = getattr(unraisable.object, 'cr_code', None)
+    return code is not None and f'{os.sep}orbax{os.sep}' in code.co_filename and (
+        code.co_name == '_read_array_index_and_device_put')
+
+
 def _print_unraisable(unraisable: 'sys.UnraisableHookArgs') -> None:
-    """``sys.unraisablehook`` without one harmless traceback: when an orbax save or restore
+    """``sys.unraisablehook`` without two harmless tracebacks. When an orbax save or restore
     fails (a full disk, a damaged checkpoint), orbax's asyncio loop ends at the first error
     while TensorStore still finishes the operation's other reads and writes; their completion
-    callbacks then find the loop closed, and Python would print 'Exception ignored ... Event
-    loop is closed' at some later point, often at exit, after seg_jax has reported the failure
-    itself. Every other unraisable exception is printed as Python prints it."""
-    if not (unraisable.exc_type is RuntimeError and
-            str(unraisable.exc_value) == 'Event loop is closed'):
+    callbacks then find the loop closed ('Event loop is closed'), and the reads of a failed
+    restore that never finished are closed when they are collected, raising their own read
+    error again. Python would print either at some later point, often at exit, after seg_jax
+    has reported the failure itself. Every other unraisable exception is printed as Python
+    prints it."""
+    loop_closed = (unraisable.exc_type is RuntimeError
+                   and str(unraisable.exc_value) == 'Event loop is closed')
+    if not (loop_closed or _abandoned_orbax_read(unraisable)):
         sys.__unraisablehook__(unraisable)
 
 

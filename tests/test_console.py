@@ -209,6 +209,35 @@ def test_a_closed_loop_callback_after_a_failed_save_prints_nothing_other_errors_
     assert 'Event loop is closed' in capfd.readouterr().err
 
 
+class _Pending:
+    def __await__(self):
+        yield
+
+
+def _abandoned_read(filename: str) -> None:
+    """A coroutine named as orbax's array read, defined in ``filename``, left unfinished and
+    collected: closing it raises the read's error, as orbax's reads of a failed restore do."""
+    source = ('async def _read_array_index_and_device_put(pending):\n'
+              '    try:\n'
+              '        await pending\n'
+              '    except GeneratorExit:\n'
+              '        raise Exception("the array cannot be read")\n')
+    namespace = {}
+    exec(compile(source, filename, 'exec'), namespace)
+    coroutine = namespace['_read_array_index_and_device_put'](_Pending())
+    coroutine.send(None)  # suspended at the read
+    del coroutine  # collected unfinished: Python reports the error as unraisable
+
+
+def test_an_abandoned_orbax_read_of_a_failed_restore_prints_nothing_other_coroutines_do(
+        configured, capfd):
+    configured(console.QUIET)
+    _abandoned_read(os.path.join(os.sep, 'lib', 'orbax', 'checkpoint', 'serialization.py'))
+    assert capfd.readouterr().err == ''
+    _abandoned_read(os.path.join(os.sep, 'lib', 'elsewhere', 'reader.py'))
+    assert 'the array cannot be read' in capfd.readouterr().err
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True

@@ -187,8 +187,9 @@ def _undecodable(said: str, files: tuple[str, ...]) -> str:
     else:
         which = ''
     return (f'An image or label could not be decoded ({said}). It starts and ends like its '
-            f'format, so its data is damaged inside (a bit error, say). {which}Restore that file '
-            '(for Cityscapes, re-extract it from the zips), or remove the pair; '
+            f'format, so its data is damaged inside (a bit error, say). {which}Re-extract (or '
+            're-download) that file from the data set\'s archives (Cityscapes: its zips), or '
+            'remove the pair; '
             'config.data.skip_bad_examples cannot skip it, since only decoding finds the damage '
             'and the decoder\'s error stops the tf.data pipeline.')
 
