@@ -221,8 +221,8 @@ def pair_split(source: str, split: str, files: tuple[list[str], list[str], list[
     stems, image_paths, label_paths = files
     ids, images, labels = (tf.constant(x) for x in files)
 
-    def read_label(data: tf.Tensor) -> tuple[np.ndarray, bytes]:
-        values, problem = label_values(data.numpy(), table)
+    def read_label(png: tf.Tensor) -> tuple[np.ndarray, bytes]:
+        values, problem = label_values(png.numpy(), table)
         return values, problem.encode()
 
     def read(index: tf.Tensor) -> dict[str, tf.Tensor]:
