@@ -23,6 +23,7 @@ runs that differ in dataset, split or number of classes are refused, never mixed
 """
 
 import argparse
+import functools
 import glob
 import json
 import os
@@ -103,7 +104,7 @@ class Run:
         """The run's config on today's defaults (a run of an older version builds too)."""
         return with_defaults(self.config)
 
-    @property
+    @functools.cached_property
     def table(self) -> ClassTable:
         return class_table(self.config_dict.data.classes)
 

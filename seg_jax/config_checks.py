@@ -34,10 +34,9 @@ def _check_source_reads_table(data: ml_collections.ConfigDict,
             f'--config.model.num_classes={num_classes} (or your own table).')
 
 
-def _check_export(config: ml_collections.ConfigDict) -> None:
+def _check_export(config: ml_collections.ConfigDict, table: classes.ClassTable) -> None:
     if config.eval.export_dir:
-        classes.require_cityscapes(classes.class_table(config.data.classes),
-                                   'config.eval.export_dir (the official label-id PNGs)')
+        classes.require_cityscapes(table, 'config.eval.export_dir (the official label-id PNGs)')
     if config.eval.export_dir and config.data.eval_scale != 1.0:
         raise ConfigError(
             f'config.eval.export_dir exports predictions at full resolution, but '
@@ -71,7 +70,7 @@ def check_config(config: ml_collections.ConfigDict, mode: str) -> None:
         losses.check_loss_config(config.loss)
         augment.check_train_options(**augment.train_options(config.data))
     if mode == 'eval':
-        _check_export(config)
+        _check_export(config, table)
     if mode == 'predict':
         _check_predict(config)
     if mode == 'export':

@@ -25,7 +25,7 @@ import os
 import ml_collections
 import tensorflow as tf
 
-from seg_jax.data.classes import ClassTable, class_table
+from seg_jax.data.classes import CITYSCAPES, ClassTable
 from seg_jax.data.labels import NUM_LABEL_IDS
 from seg_jax.data.split import Split
 from seg_jax.errors import DataError
@@ -199,10 +199,9 @@ def folder_files(root: str, split: str) -> tuple[list[str], list[str], list[str]
 
 
 def folder_split(root: str, split: str, source: str = 'folder', skip_bad: bool = False,
-                 table: ClassTable | None = None) -> Split:
+                 table: ClassTable = CITYSCAPES) -> Split:
     """The extracted split under ``root``, its label ids read by ``table`` (by default
     Cityscapes' own); its problems name the image and label paths."""
-    table = table or class_table('cityscapes')
     image_ids, image_paths, label_paths = folder_files(root, split)
     ids, images, labels = (tf.constant(x) for x in (image_ids, image_paths, label_paths))
 
@@ -239,10 +238,9 @@ def tfds_builder(data: ml_collections.ConfigDict):
 
 
 def tfds_split(data: ml_collections.ConfigDict, split: str,
-               table: ClassTable | None = None) -> Split:
+               table: ClassTable = CITYSCAPES) -> Split:
     """The split of the TFDS build, its label ids read by ``table`` (by default Cityscapes'
     own); its problems name the example by image id."""
-    table = table or class_table('cityscapes')
     import tensorflow_datasets as tfds
     _split_folder(split)
     skip = tfds.decode.SkipDecoding()

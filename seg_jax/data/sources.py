@@ -13,12 +13,11 @@ from typing import Callable
 
 import ml_collections
 
-from seg_jax.data import cityscapes, pairs
+from seg_jax.data import cityscapes, pairs, synthetic
 from seg_jax.data.classes import ClassTable, class_table
 from seg_jax.data.split import Split
-from seg_jax.data.synthetic.layouts import LAYOUTS
+from seg_jax.data.synthetic.layouts import LAYOUT_VERSION, LAYOUTS
 from seg_jax.errors import DataError
-
 
 
 def _needs_dir(data: ml_collections.ConfigDict, what: str) -> str:
@@ -40,18 +39,27 @@ def _pairs(data: ml_collections.ConfigDict, split: str, table: ClassTable) -> Sp
                             root, table, data)
 
 
-def _voc(data: ml_collections.ConfigDict, split: str, table: ClassTable,
-         source: str = 'voc') -> Split:
-    root = _needs_dir(data, 'the VOC2012 folder (holding JPEGImages/ and SegmentationClass/)')
+def _voc_at(root: str, data: ml_collections.ConfigDict, split: str, table: ClassTable,
+            source: str) -> Split:
     return pairs.pair_split(source, split, pairs.voc_pairs(root, split, data.voc_aug), root,
                             table, data)
 
 
-def _ade20k(data: ml_collections.ConfigDict, split: str, table: ClassTable,
-            source: str = 'ade20k') -> Split:
-    root = pairs.ade20k_root(_needs_dir(data, 'the ADEChallengeData2016 folder'))
+def _ade20k_at(root: str, data: ml_collections.ConfigDict, split: str, table: ClassTable,
+               source: str) -> Split:
+    root = pairs.ade20k_root(root)
     return pairs.pair_split(source, split, pairs.list_pairs(root, pairs.ADE20K, split), root,
                             table, data)
+
+
+def _voc(data: ml_collections.ConfigDict, split: str, table: ClassTable) -> Split:
+    root = _needs_dir(data, 'the VOC2012 folder (holding JPEGImages/ and SegmentationClass/)')
+    return _voc_at(root, data, split, table, 'voc')
+
+
+def _ade20k(data: ml_collections.ConfigDict, split: str, table: ClassTable) -> Split:
+    root = _needs_dir(data, 'the ADEChallengeData2016 folder')
+    return _ade20k_at(root, data, split, table, 'ade20k')
 
 
 def synthetic_aug_count(data: ml_collections.ConfigDict) -> int:
@@ -63,13 +71,11 @@ def synthetic_aug_count(data: ml_collections.ConfigDict) -> int:
 def synthetic_dir(data: ml_collections.ConfigDict) -> str:
     """Where the synthetic data set lives: ``config.data.dir`` or a cache folder per setting
     (a new generator version writes a new folder)."""
-    from seg_jax.data import synthetic
-    from seg_jax.data.synthetic import layouts
     if data.dir:
         return os.path.expanduser(data.dir)
     s, layout = data.synthetic, data.synthetic.layout
     version = (f'{synthetic.GENERATOR_VERSION}' if layout == 'cityscapes' else
-               f'{synthetic.GENERATOR_VERSION}.{layouts.LAYOUT_VERSION}')
+               f'{synthetic.GENERATOR_VERSION}.{LAYOUT_VERSION}')
     counts = (f'{s.num_train}-{s.num_val}-{s.num_test}' if layout != 'voc' else
               f'{s.num_train}-{s.num_val}-aug{synthetic_aug_count(data)}')
     name = f'{s.height}x{s.width}_seed{s.seed}_{counts}_v{version}'
@@ -78,7 +84,6 @@ def synthetic_dir(data: ml_collections.ConfigDict) -> str:
 
 
 def _synthetic(data: ml_collections.ConfigDict, split: str, table: ClassTable) -> Split:
-    from seg_jax.data import synthetic
     layout, s, root = data.synthetic.layout, data.synthetic, synthetic_dir(data)
     if layout not in LAYOUTS:
         raise DataError(f'config.data.synthetic.layout={layout!r} is not known; use one of '
@@ -90,21 +95,15 @@ def _synthetic(data: ml_collections.ConfigDict, split: str, table: ClassTable) -
     if layout == 'voc':
         synthetic.write_voc(root, num_train=s.num_train, num_val=s.num_val, height=s.height,
                             width=s.width, seed=s.seed, num_aug=synthetic_aug_count(data))
-        return _voc(ml_collections.ConfigDict({**data.to_dict(), 'dir': root}), split, table,
-                    'synthetic')
+        return _voc_at(root, data, split, table, 'synthetic')
     synthetic.write_ade20k(root, num_train=s.num_train, num_val=s.num_val, height=s.height,
                            width=s.width, seed=s.seed)
-    return _ade20k(ml_collections.ConfigDict({**data.to_dict(), 'dir': root}), split, table,
-                   'synthetic')
-
-
-def _tfds(data: ml_collections.ConfigDict, split: str, table: ClassTable) -> Split:
-    return cityscapes.tfds_split(data, split, table)
+    return _ade20k_at(root, data, split, table, 'synthetic')
 
 
 SOURCES: dict[str, Callable[[ml_collections.ConfigDict, str, ClassTable], Split]] = {
     'folder': _folder,
-    'tfds': _tfds,
+    'tfds': cityscapes.tfds_split,
     'synthetic': _synthetic,
     'pairs': _pairs,
     'voc': _voc,

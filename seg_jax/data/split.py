@@ -5,7 +5,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from seg_jax.data.classes import ClassTable, class_table
+from seg_jax.data.classes import CITYSCAPES, ClassTable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,4 +24,4 @@ class Split:
     read: Callable[[tf.Tensor], dict[str, tf.Tensor]]
     location: str
     files: tuple[str, ...] = ()
-    classes: ClassTable = dataclasses.field(default_factory=lambda: class_table('cityscapes'))
+    classes: ClassTable = CITYSCAPES
