@@ -32,6 +32,11 @@ def init(model: nn.Module, x: jax.Array):
     return jax.jit(lambda key, x: model.init(key, x, train=False))(jax.random.key(1), x)
 
 
+def eval_logits(model: nn.Module, variables, x: jax.Array) -> jax.Array:
+    """Evaluation-mode logits, jitted for the same reason as ``init``."""
+    return jax.jit(lambda v, x: model.apply(v, x, train=False)['out'])(variables, x)
+
+
 def probe_gradients(model, variables, x, probe):
     """Train-mode ``(grads, (outputs, new batch_stats))`` of a random projection of every
     output (so no parameter can cancel out)."""
@@ -82,25 +87,27 @@ def test_dropout_acts_in_training_mode_only(name, overrides):
     x = images()
     variables = init(model, x)
 
-    def train_logits(seed):
+    @jax.jit
+    def train_logits(key):
         outputs, _ = model.apply(variables, x, train=True, mutable=['batch_stats'],
-                                 rngs={'dropout': jax.random.key(seed)})
+                                 rngs={'dropout': key})
         return outputs['out']
 
-    assert not np.allclose(train_logits(0), train_logits(1))
-    np.testing.assert_array_equal(train_logits(0), train_logits(0))
+    keys = [jax.random.key(seed) for seed in (0, 1)]
+    assert not np.allclose(train_logits(keys[0]), train_logits(keys[1]))
+    np.testing.assert_array_equal(train_logits(keys[0]), train_logits(keys[0]))
     # Evaluation needs no dropout key and is deterministic.
-    first = model.apply(variables, x, train=False)['out']
-    np.testing.assert_array_equal(first, model.apply(variables, x, train=False)['out'])
+    first = eval_logits(model, variables, x)
+    np.testing.assert_array_equal(first, eval_logits(model, variables, x))
 
 
 def test_aspp_classifier_outputs_negative_logits():
     model = tiny_model('resnet_aspp')
     x = images()
-    logits = model.apply(init(model, x), x, train=False)['out']
+    logits = eval_logits(model, init(model, x), x)
     assert float(logits.min()) < 0 < float(logits.max())
     unet_model = tiny_model('unet_aspp')
-    logits = unet_model.apply(init(unet_model, x), x, train=False)['out']
+    logits = eval_logits(unet_model, init(unet_model, x), x)
     assert float(logits.min()) < 0 < float(logits.max())
 
 
@@ -125,18 +132,18 @@ def test_bfloat16_compute_keeps_float32_parameters_and_logits(name):
         assert leaf.dtype == jnp.float32
     jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, x, train=False))(variables))
     assert 'conv_general_dilated' in jaxpr and 'bf16[' in jaxpr
-    outputs = model.apply(variables, x, train=False)
-    assert outputs['out'].dtype == jnp.float32
-    assert np.all(np.isfinite(outputs['out']))
+    logits = eval_logits(model, variables, x)
+    assert logits.dtype == jnp.float32
+    assert np.all(np.isfinite(logits))
 
 
 def test_bfloat16_logits_are_close_to_float32():
     x = images()
     float32 = tiny_model('resnet_aspp')
     variables = init(float32, x)
-    reference = float32.apply(variables, x, train=False)['out']
-    low = tiny_model('resnet_aspp', compute_dtype='bfloat16').apply(variables, x, train=False)
-    error = np.abs(np.asarray(low['out']) - np.asarray(reference)).max()
+    reference = eval_logits(float32, variables, x)
+    low = eval_logits(tiny_model('resnet_aspp', compute_dtype='bfloat16'), variables, x)
+    error = np.abs(np.asarray(low) - np.asarray(reference)).max()
     assert error < 0.05 * np.abs(np.asarray(reference)).max()
 
 
