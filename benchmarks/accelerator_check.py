@@ -268,13 +268,14 @@ def bf16_training(sizes: Sizes, data_dir: str, seconds: float) -> dict[str, Any]
     mesh = parallel.data_mesh()
     setup = train.training_setup(config)
     state = create_train_state(setup.model, setup.tx, sizes.crop, config.seed, mesh)
-    step = train.make_train_step(config.loss, setup.class_weights, setup.schedule, config.seed)
+    step = train.make_train_step(config.loss, config.optimizer, setup.class_weights,
+                                 config.seed)
     batches = parallel.prefetch_to_devices(pipeline.build_input(config, setup.train_split), mesh)
     record = health.initial(mesh)
     losses, start, deadline = [], time.perf_counter(), time.monotonic() + seconds
     first_step_s = None
     while len(losses) < sizes.training_steps and (not losses or time.monotonic() < deadline):
-        state, logged, record = step(state, next(batches), record)
+        state, logged, record = step(state, next(batches), record, setup.schedule)
         losses.append(float(jax.device_get(logged['loss'])))
         if first_step_s is None:
             first_step_s, start = time.perf_counter() - start, time.perf_counter()

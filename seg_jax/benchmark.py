@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from seg_jax import config_checks, evaluate, health, inference, parallel, train
+from seg_jax import config_checks, evaluate, health, inference, optim, parallel, train
 from seg_jax.data import pipeline
 from seg_jax.models import COMPUTE_DTYPES
 from seg_jax.state import create_train_state
@@ -98,11 +98,12 @@ def _random_batch(batch: int, size: tuple[int, int], num_classes: int, mesh, wit
 @dataclasses.dataclass
 class CompiledTrainStep:
     """The train step compiled for one global batch, with what it runs on: a fresh state, a
-    random batch already on the devices and the health record."""
+    random batch already on the devices, the health record and the run's schedule."""
     compiled: Any
     state: Any
     batch: dict[str, jax.Array]
     record: Any
+    schedule: optim.Schedule
     compile_s: float
     flops: float  # the whole global batch, from XLA's cost analysis before sharding
     memory: Any  # XLA's compiled memory analysis
@@ -120,14 +121,16 @@ def compile_train_step(config: ml_collections.ConfigDict, setup: train.TrainingS
     """The real train step of ``config``, lowered and compiled but not yet run."""
     crop = tuple(config.data.crop_size)
     state = create_train_state(setup.model, setup.tx, crop, config.seed, mesh)
-    step = train.make_train_step(config.loss, setup.class_weights, setup.schedule, config.seed)
+    step = train.make_train_step(config.loss, config.optimizer, setup.class_weights,
+                                 config.seed)
     batch = _random_batch(config.global_batch_size, crop, config.model.num_classes, mesh,
                           with_mask=False)
     record = health.initial(mesh)
     start = time.perf_counter()
-    lowered = step.lower(state, batch, record)
+    lowered = step.lower(state, batch, record, setup.schedule)
     compiled = lowered.compile()
-    return CompiledTrainStep(compiled, state, batch, record, time.perf_counter() - start,
+    return CompiledTrainStep(compiled, state, batch, record, setup.schedule,
+                             time.perf_counter() - start,
                              float(lowered.cost_analysis()['flops']), compiled.memory_analysis())
 
 
@@ -139,7 +142,7 @@ def time_train_step(config: ml_collections.ConfigDict, step: CompiledTrainStep
 
     def one_step():
         nonlocal state, record
-        state, logged, record = step.compiled(state, step.batch, record)
+        state, logged, record = step.compiled(state, step.batch, record, step.schedule)
         return state, logged
 
     _timed(one_step, config.benchmark.warmup_steps)

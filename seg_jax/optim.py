@@ -9,9 +9,11 @@ continuous where it ends.
 
 import math
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from flax import struct
 
 from seg_jax.errors import ConfigError
 
@@ -32,10 +34,52 @@ def training_length(config: ml_collections.ConfigDict, num_train_examples: int
     return total, steps_per_epoch
 
 
+@struct.dataclass
+class Schedule:
+    """``config.schedule``'s learning rate as a function of the update count.
+
+    Its kind (the name, and whether it warms up) shapes the formula; its numbers are the
+    leaves of a pytree. The train step takes the schedule as an argument, so the numbers are
+    values the compiled program reads rather than constants compiled into it: runs that differ
+    only in their length or rates share one compiled step (found again by a persistent
+    compilation cache), and a resumed run compiles what the new run did.
+    """
+    name: str = struct.field(pytree_node=False)
+    warms_up: bool = struct.field(pytree_node=False)
+    learning_rate: float
+    total_steps: float  # poly and cosine end here
+    warmup_steps: float
+    end_value: float  # poly's floor
+    power: float  # poly's exponent
+    decay_every: float  # step's interval, in updates
+    decay_factor: float  # step's factor
+
+    def __call__(self, count: jax.Array) -> jax.Array:
+        rate = self._decayed(count)
+        if self.warms_up:
+            rate = rate * jnp.minimum(1.0, count / self.warmup_steps)
+        return rate
+
+    def _decayed(self, count: jax.Array) -> jax.Array:
+        """The rate at ``count`` without warmup."""
+        if self.name == 'constant':
+            return jnp.full(jnp.shape(count), self.learning_rate, jnp.float32)
+        if self.name == 'step':
+            return self.learning_rate * self.decay_factor ** jnp.floor(count / self.decay_every)
+        if self.name == 'poly':
+            remaining = 1.0 - jnp.clip(count, 0, self.total_steps) / self.total_steps
+            return (self.learning_rate - self.end_value) * remaining ** self.power + self.end_value
+        if self.name == 'cosine':
+            done = jnp.minimum(count, self.total_steps) / self.total_steps
+            return self.learning_rate * 0.5 * (1.0 + jnp.cos(jnp.pi * done))
+        raise ValueError(f'{self.name!r} is not one of {list(SCHEDULES)}')
+
+
 def build_optimizer(config: ml_collections.ConfigDict, total_steps: int,
                     steps_per_epoch: int | None = None
-                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """The optimiser and its schedule; the schedule is returned so the loop can log the lr.
+                    ) -> tuple[optax.GradientTransformation, Schedule]:
+    """The optimiser and its schedule; the train step rebuilds the optimiser from the schedule
+    it is given (``update_rule``), and logs the schedule's rate.
 
     Args:
       config: the full config; reads ``config.optimizer`` and ``config.schedule``.
@@ -44,7 +88,7 @@ def build_optimizer(config: ml_collections.ConfigDict, total_steps: int,
     """
     schedule = build_schedule(config.schedule, config.optimizer.learning_rate, total_steps,
                               steps_per_epoch)
-    return _optimizer(config.optimizer, schedule), schedule
+    return update_rule(config.optimizer, schedule), schedule
 
 
 def restorable_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -54,11 +98,11 @@ def restorable_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTra
     a function of the update count, stored the same way), and that is all a restore needs; so
     evaluation and prediction need neither the training split nor the run's length.
     """
-    return _optimizer(config.optimizer, optax.constant_schedule(config.optimizer.learning_rate))
+    return update_rule(config.optimizer, _schedule('constant', config.optimizer.learning_rate))
 
 
 def build_schedule(config: ml_collections.ConfigDict, learning_rate: float, total_steps: int,
-                   steps_per_epoch: int | None = None) -> optax.Schedule:
+                   steps_per_epoch: int | None = None) -> Schedule:
     """``config.schedule``'s learning rate as a function of the update count."""
     if total_steps < 1:
         raise ConfigError(f'The number of training steps is {total_steps}; it must be positive '
@@ -70,28 +114,28 @@ def build_schedule(config: ml_collections.ConfigDict, learning_rate: float, tota
         raise ConfigError(f'config.schedule.end_value={config.end_value} is the floor of the '
                           f"'poly' schedule; {config.name!r} has none. Set it to 0, or use "
                           "config.schedule.name='poly'.")
-    schedule = _decay(config, learning_rate, total_steps, steps_per_epoch)
-    if config.warmup_steps == 0:
-        return schedule
-    return _with_warmup(schedule, config.warmup_steps)
-
-
-def _decay(config: ml_collections.ConfigDict, learning_rate: float, total_steps: int,
-           steps_per_epoch: int | None) -> optax.Schedule:
-    """The schedule without warmup."""
-    if config.name == 'constant':
-        return optax.constant_schedule(learning_rate)
-    if config.name == 'step':
-        return optax.exponential_decay(
-            learning_rate, _step_interval(config, steps_per_epoch), config.step_factor,
-            staircase=True)
+    if config.name not in SCHEDULES:
+        raise ConfigError(f'config.schedule.name={config.name!r} is not a known schedule; use '
+                          f'one of {list(SCHEDULES)}.')
+    numbers = dict(total_steps=total_steps, warmup_steps=config.warmup_steps)
     if config.name == 'poly':
-        return optax.polynomial_schedule(learning_rate, _end_value(config, learning_rate),
-                                         config.power, total_steps)
-    if config.name == 'cosine':
-        return optax.cosine_decay_schedule(learning_rate, total_steps)
-    raise ConfigError(f'config.schedule.name={config.name!r} is not a known schedule; use one '
-                      f'of {list(SCHEDULES)}.')
+        numbers.update(end_value=_end_value(config, learning_rate), power=config.power)
+    if config.name == 'step':
+        numbers.update(decay_every=_step_interval(config, steps_per_epoch),
+                       decay_factor=config.step_factor)
+    return _schedule(config.name, learning_rate, **numbers)
+
+
+def _schedule(name: str, learning_rate: float, total_steps: int = 1, warmup_steps: int = 0,
+              end_value: float = 0.0, power: float = 1.0, decay_every: int = 1,
+              decay_factor: float = 1.0) -> Schedule:
+    """A ``Schedule`` with float leaves, the same types whatever the config, so that two
+    schedules of one kind are the same pytree type to ``jax.jit``; numbers the kind does not
+    use keep harmless defaults (no division by zero)."""
+    return Schedule(name=name, warms_up=warmup_steps > 0, learning_rate=float(learning_rate),
+                    total_steps=float(total_steps), warmup_steps=float(warmup_steps),
+                    end_value=float(end_value), power=float(power),
+                    decay_every=float(decay_every), decay_factor=float(decay_factor))
 
 
 def _end_value(config: ml_collections.ConfigDict, learning_rate: float) -> float:
@@ -121,15 +165,8 @@ def _step_interval(config: ml_collections.ConfigDict, steps_per_epoch: int | Non
     return interval
 
 
-def _with_warmup(schedule: optax.Schedule, warmup_steps: int) -> optax.Schedule:
-    """``schedule`` scaled by a linear ramp from 0 at step 0 to 1 at ``warmup_steps``."""
-    def warmed_up(count):
-        return schedule(count) * jnp.minimum(1.0, count / warmup_steps)
-    return warmed_up
-
-
-def _optimizer(config: ml_collections.ConfigDict,
-               schedule: optax.Schedule) -> optax.GradientTransformation:
+def update_rule(config: ml_collections.ConfigDict,
+                schedule: Schedule) -> optax.GradientTransformation:
     """``config.optimizer``'s update rule driven by ``schedule``."""
     if config.name == 'adam':
         return _adam(config, schedule)
@@ -142,7 +179,7 @@ def _optimizer(config: ml_collections.ConfigDict,
 
 
 def _adam(config: ml_collections.ConfigDict,
-          schedule: optax.Schedule) -> optax.GradientTransformation:
+          schedule: Schedule) -> optax.GradientTransformation:
     """Plain Adam, as the course used it; weight decay belongs to AdamW."""
     if config.weight_decay:
         raise ConfigError(f'config.optimizer.weight_decay={config.weight_decay} does not apply '
@@ -152,7 +189,7 @@ def _adam(config: ml_collections.ConfigDict,
 
 
 def _sgd(config: ml_collections.ConfigDict,
-         schedule: optax.Schedule) -> optax.GradientTransformation:
+         schedule: Schedule) -> optax.GradientTransformation:
     """SGD with momentum as PyTorch's ``SGD(momentum, weight_decay)`` does it.
 
     The L2 term ``weight_decay * param`` is added to the gradient before the momentum buffer,

@@ -19,12 +19,19 @@ class TrainState(train_state.TrainState):
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
                        crop_size: tuple[int, int], seed: int,
                        mesh: jax.sharding.Mesh) -> TrainState:
-    """Initialises the state directly on the devices, replicated, with no host copy."""
+    """Initialises the state directly on the devices, replicated, with no host copy.
+
+    The step counter is a plain int32, as a restored checkpoint's is (``TrainState.create``
+    makes a weakly typed one): the jitted step then sees the same types in a new run and a
+    resumed one, and compiles to the same program, which a persistent compilation cache
+    finds again instead of compiling a second one.
+    """
     def init(rng):
         images = jnp.zeros((1, *crop_size, 3), jnp.float32)
         variables = model.init(rng, images, train=False)
         return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
-                                 batch_stats=variables.get('batch_stats', {}))
+                                 batch_stats=variables.get('batch_stats', {})
+                                 ).replace(step=jnp.zeros((), jnp.int32))
 
     return jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.key(seed))
 

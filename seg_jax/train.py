@@ -34,9 +34,14 @@ from seg_jax.workdir import check_can_continue, checkpoint_dir
 log = logging.getLogger(__name__)
 
 
-def make_train_step(loss_config: ml_collections.ConfigDict, class_weights: np.ndarray | None,
-                    schedule: optax.Schedule, seed: int) -> Callable:
-    """``step(state, batch, health) -> (state, metrics, health)``, jitted.
+def make_train_step(loss_config: ml_collections.ConfigDict,
+                    optimizer_config: ml_collections.ConfigDict,
+                    class_weights: np.ndarray | None, seed: int) -> Callable:
+    """``step(state, batch, health, schedule) -> (state, metrics, health)``, jitted.
+
+    The optimiser is ``optimizer_config``'s update rule driven by ``schedule`` (an
+    ``optim.Schedule``, an argument so that its numbers are not compiled into the program);
+    ``state.tx``, the same rule, made the optimiser state the step updates.
 
     A step whose loss or gradients are not finite changes nothing but the step counter (the
     data moves on; parameters, optimiser state and BatchNorm statistics stay as they were), and
@@ -45,7 +50,8 @@ def make_train_step(loss_config: ml_collections.ConfigDict, class_weights: np.nd
     weights = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
     dropout_root = jax.random.key(seed + 1)
 
-    def step(state: TrainState, batch: dict[str, jax.Array], record: health.Health):
+    def step(state: TrainState, batch: dict[str, jax.Array], record: health.Health,
+             schedule: optim.Schedule):
         def loss_fn(params):
             outputs, updates = state.apply_fn(
                 {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
@@ -59,7 +65,11 @@ def make_train_step(loss_config: ml_collections.ConfigDict, class_weights: np.nd
             loss_fn, has_aux=True)(state.params)
         loss_finite, grads_finite = jnp.isfinite(loss), health.all_finite(grads)
         finite = loss_finite & grads_finite
-        updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        updates, opt_state = optim.update_rule(optimizer_config, schedule).update(
+            grads, state.opt_state, state.params)
+        updated = state.replace(step=state.step + 1, opt_state=opt_state,
+                                params=optax.apply_updates(state.params, updates),
+                                batch_stats=batch_stats)
         new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
                                  state).replace(step=updated.step)
         logged = {**terms, 'learning_rate': schedule(state.step),
@@ -78,7 +88,7 @@ class TrainingSetup:
     and evaluation splits (each opened, and so checked, once)."""
     model: nn.Module
     tx: optax.GradientTransformation
-    schedule: optax.Schedule
+    schedule: optim.Schedule
     class_weights: np.ndarray | None
     total_steps: int
     train_split: pipeline.Split
@@ -158,7 +168,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: TrainingSetup
     checkpointer.check_room(state)
     start_step = int(jax.device_get(state.step))
 
-    train_step = make_train_step(config.loss, setup.class_weights, setup.schedule, config.seed)
+    train_step = make_train_step(config.loss, config.optimizer, setup.class_weights,
+                                 config.seed)
     evaluator = evaluate.Evaluator(config, setup.model, mesh, setup.eval_split)
     batches = parallel.prefetch_to_devices(
         pipeline.build_input(config, setup.train_split, start_step=start_step), mesh)
@@ -167,7 +178,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: TrainingSetup
     pending, last_log, skipped_logged = [], time.perf_counter(), 0
     try:
         for step in range(start_step + 1, total_steps + 1):
-            state, step_metrics, record = train_step(state, next(batches), record)
+            state, step_metrics, record = train_step(state, next(batches), record,
+                                                     setup.schedule)
             pending.append(step_metrics)
             log_due = step % config.log_every_steps == 0 or step == total_steps
             eval_due = step % config.eval_every_steps == 0 or step == total_steps

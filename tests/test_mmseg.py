@@ -284,8 +284,10 @@ def test_every_recipe_builds_its_training_step(name, synthetic_dir):
     state = abstract_train_state(setup.model, setup.tx, tuple(config.data.crop_size), 0, mesh)
     batch = {'image': jax.ShapeDtypeStruct((8, 64, 128, 3), jnp.float32),
              'label': jax.ShapeDtypeStruct((8, 64, 128), jnp.int32)}
-    step = train.make_train_step(config.loss, setup.class_weights, setup.schedule, config.seed)
-    new_state, logged, _ = jax.eval_shape(step, state, batch, run_health.initial(mesh))
+    step = train.make_train_step(config.loss, config.optimizer, setup.class_weights,
+                                 config.seed)
+    new_state, logged, _ = jax.eval_shape(step, state, batch, run_health.initial(mesh),
+                                          setup.schedule)
     assert {'loss', 'main', 'aux', 'learning_rate'} <= set(logged)
     assert jax.tree.map(lambda leaf: leaf.shape, new_state.params) == jax.tree.map(
         lambda leaf: leaf.shape, state.params)

@@ -145,11 +145,11 @@ def nan_images_from(first_bad: int, last_bad: int):
     def make(*args):
         step, calls = make_step(*args), []
 
-        def step_with_bad_data(state, batch, health):
+        def step_with_bad_data(state, batch, *rest):
             calls.append(1)
             if first_bad <= len(calls) <= last_bad:
                 batch = {**batch, 'image': batch['image'] * np.nan}
-            return step(state, batch, health)
+            return step(state, batch, *rest)
         return step_with_bad_data
     return make
 
@@ -212,9 +212,9 @@ def test_nonfinite_gradients_with_a_finite_loss_are_caught(data_dir, monkeypatch
     state = create_train_state(build_model(config.model), tx, tuple(config.data.crop_size),
                                config.seed, mesh)
     before = jax.device_get(state.params)
-    step = train.make_train_step(config.loss, None, schedule, config.seed)
+    step = train.make_train_step(config.loss, config.optimizer, None, config.seed)
     batch = parallel.global_batch(next(pipeline.build_input(config, 'train')), mesh)
-    state, logged, health = step(state, batch, run_health.initial(mesh))
+    state, logged, health = step(state, batch, run_health.initial(mesh), schedule)
     assert np.isfinite(float(logged['loss']))
     assert int(state.step) == 1  # the step counts, so the data moves on ...
     assert_same_params(jax.device_get(state.params), before)  # ... but nothing else changed

@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import Mesh
 
 import tiny_config as tiny_config_file
-from seg_jax import evaluate, optim, parallel, train
+from seg_jax import checkpoints, evaluate, optim, parallel, train
 from seg_jax import health as run_health
 from seg_jax.data import pipeline
 from seg_jax.errors import ConfigError
@@ -67,7 +67,7 @@ def test_eight_devices_compute_what_one_device_computes(data_dir):
     config.optimizer.name, config.optimizer.learning_rate = 'sgd', 0.05
     model = build_model(config.model)
     tx, schedule = optim.build_optimizer(config, total_steps=100, steps_per_epoch=2)
-    step = train.make_train_step(config.loss, None, schedule, config.seed)
+    step = train.make_train_step(config.loss, config.optimizer, None, config.seed)
     host_batch = next(pipeline.build_input(config, 'train'))
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
@@ -78,7 +78,7 @@ def test_eight_devices_compute_what_one_device_computes(data_dir):
         after_first, losses = None, []
         for _ in range(3):
             state, metrics, health = step(state, parallel.global_batch(host_batch, mesh),
-                                          health)
+                                          health, schedule)
             losses.append(float(metrics['loss']))
             if after_first is None:  # copied: the next step donates (reuses) these buffers
                 after_first = jax.tree_util.tree_map(
@@ -92,6 +92,29 @@ def test_eight_devices_compute_what_one_device_computes(data_dir):
     # Later steps: this tiny network amplifies reduction-order noise ~15x per step, so the
     # trajectories are compared through the loss.
     np.testing.assert_allclose(one_losses, eight_losses, rtol=1e-3)
+
+
+def test_runs_of_other_lengths_and_rates_and_resumed_runs_compile_the_same_step(data_dir,
+                                                                              tmp_path):
+    """One program for all of them, so a persistent compilation cache compiles it once."""
+    config, other = tiny_config(data_dir, steps=8), tiny_config(data_dir, steps=60)
+    other.optimizer.learning_rate *= 3
+    setup, other_setup = train.training_setup(config), train.training_setup(other)
+    assert float(setup.schedule(4)) != float(other_setup.schedule(4))
+    mesh = parallel.data_mesh()
+    with checkpoints.Checkpointer(tmp_path, keep=1) as checkpointer:
+        new = train.initial_state(config, setup, checkpointer, mesh)
+        checkpointer.save(4, new)
+    with checkpoints.Checkpointer(tmp_path, keep=1) as checkpointer:  # as a rerun finds it
+        assert checkpointer.latest_step() == 4
+        resumed = train.initial_state(config, setup, checkpointer, mesh)
+    step = train.make_train_step(config.loss, config.optimizer, setup.class_weights, config.seed)
+    batch = parallel.global_batch(next(pipeline.build_input(config, 'train')), mesh)
+    health = run_health.initial(mesh)
+    programs = [step.lower(state, batch, health, schedule).as_text()
+                for state, schedule in ((new, setup.schedule), (new, other_setup.schedule),
+                                        (resumed, setup.schedule))]
+    assert programs[1] == programs[0] and programs[2] == programs[0]
 
 
 def test_resume_continues_the_same_trajectory_and_eval_reproduces_metrics(
@@ -137,11 +160,11 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(
         step = make_step(*args)
         calls = []
 
-        def step_with_bad_data(state, batch, health):
+        def step_with_bad_data(state, batch, *rest):
             calls.append(1)
             if len(calls) >= 3:
                 batch = {**batch, 'image': batch['image'] * np.nan}
-            return step(state, batch, health)
+            return step(state, batch, *rest)
         return step_with_bad_data
 
     monkeypatch.setattr(train, 'make_train_step', nan_from_step_three)
