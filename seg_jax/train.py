@@ -65,11 +65,9 @@ def make_train_step(loss_config: ml_collections.ConfigDict,
             loss_fn, has_aux=True)(state.params)
         loss_finite, grads_finite = jnp.isfinite(loss), health.all_finite(grads)
         finite = loss_finite & grads_finite
-        updates, opt_state = optim.update_rule(optimizer_config, schedule).update(
-            grads, state.opt_state, state.params)
-        updated = state.replace(step=state.step + 1, opt_state=opt_state,
-                                params=optax.apply_updates(state.params, updates),
-                                batch_stats=batch_stats)
+        # Updated by the rule driven by the traced schedule; the state keeps its own tx.
+        updated = state.replace(tx=optim.update_rule(optimizer_config, schedule)).apply_gradients(
+            grads=grads, batch_stats=batch_stats).replace(tx=state.tx)
         new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
                                  state).replace(step=updated.step)
         logged = {**terms, 'learning_rate': schedule(state.step),
